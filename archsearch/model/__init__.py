@@ -1,0 +1,1 @@
+"""HybridLM, its configuration, named presets and iso-parameter sizing."""

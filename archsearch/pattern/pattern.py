@@ -1,0 +1,109 @@
+"""The parsed-pattern value object: what a pattern string means, independent of how it was written."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from archsearch.pattern import registry
+
+
+def format_value(value: Any) -> str:
+    """Canonical text of an attribute value: booleans as on/off, floats without trailing noise."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One residual sub-layer: a registered symbol plus its per-layer attributes (sorted by key, coerced)."""
+
+    symbol: str
+    attrs: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def spec(self) -> registry.LayerSpec:
+        return registry.get(self.symbol)
+
+    def options(self) -> Any:
+        """The layer type's options dataclass filled with this layer's attributes (None if it takes none)."""
+        return self.spec.make_options(dict(self.attrs))
+
+    def __str__(self) -> str:
+        if not self.attrs:
+            return self.symbol
+        inner = ",".join(f"{k}={format_value(v)}" for k, v in self.attrs)
+        return f"{self.symbol}{{{inner}}}"
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A parsed layer pattern.
+
+    Attributes:
+        layers: the main stack, flat, in order.
+        stage_bounds: pipeline-stage boundaries (``|``) as the number of main-stack layers before each one.
+        mtp: multi-token-prediction stacks after ``/``, one tuple of layers per depth (all identical).
+    """
+
+    layers: tuple[Layer, ...]
+    stage_bounds: tuple[int, ...] = ()
+    mtp: tuple[tuple[Layer, ...], ...] = field(default=())
+
+    # ---- text -------------------------------------------------------------------------------------------------
+    def __str__(self) -> str:
+        out = []
+        bounds = set(self.stage_bounds)
+        for i, layer in enumerate(self.layers):
+            if i in bounds:
+                out.append("|")
+            out.append(str(layer))
+        if len(self.layers) in bounds:
+            out.append("|")
+        text = "".join(out)
+        for depth in self.mtp:
+            text += "/" + "".join(str(l) for l in depth)
+        return text
+
+    @property
+    def symbols(self) -> str:
+        """The main stack as bare symbols (no attributes, no stage boundaries)."""
+        return "".join(l.symbol for l in self.layers)
+
+    @property
+    def is_megatron(self) -> bool:
+        """True when Megatron-LM can express this pattern: only its symbols, no attributes, no ``*`` with ``+``/``D``."""
+        all_layers = list(self.layers) + [l for d in self.mtp for l in d]
+        if any(l.attrs or not l.spec.megatron for l in all_layers):
+            return False
+        syms = {l.symbol for l in all_layers}
+        return not ("*" in syms and ("+" in syms or "D" in syms))
+
+    # ---- counts -----------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def counts(self) -> dict[str, int]:
+        """Main-stack layers per symbol, in order of first appearance."""
+        return dict(Counter(l.symbol for l in self.layers))
+
+    def ratios(self) -> dict[str, float]:
+        """Fraction of main-stack layers per symbol."""
+        n = len(self.layers)
+        return {s: c / n for s, c in self.counts().items()} if n else {}
+
+    def positions(self, symbol: str) -> list[int]:
+        """0-based main-stack indices of ``symbol``."""
+        return [i for i, l in enumerate(self.layers) if l.symbol == symbol]
+
+    def segments(self) -> list[tuple[Layer, ...]]:
+        """The main stack split at pipeline-stage boundaries."""
+        cuts = [0, *sorted(set(self.stage_bounds)), len(self.layers)]
+        return [self.layers[a:b] for a, b in zip(cuts, cuts[1:], strict=False) if b > a or a == b == 0]
+
+    def count_role(self, role: str) -> int:
+        return sum(1 for l in self.layers if l.spec.role == role)

@@ -1,0 +1,151 @@
+"""The layer-type registry: the one list of layer symbols that the parser, the model builder, the cost model and
+``archsearch layers`` all read.
+
+A layer type is one file in ``archsearch/layers/`` that defines its module, its per-layer options dataclass (the
+attribute keys the grammar accepts, e.g. ``*{rope=off}``), its cost formulas, and calls :func:`register`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from archsearch.errors import PatternError, did_you_mean
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+    from archsearch.model.config import ModelConfig
+
+Role = Literal["mixer", "mlp"]
+
+# Symbols with a structural meaning in the grammar; never layer types.
+STRUCTURAL = frozenset("|/(){}x ,=\t\n\r")
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """What one layer costs, for one token at a given training sequence length.
+
+    Attributes:
+        params: parameters of the layer's module (its pre-norm is counted by the model, not here).
+        flops_fwd_per_token: forward FLOPs per token (2 x multiply-adds), attention's quadratic term averaged over
+            the causal positions of a sequence of the given length included. Training is about 3x this.
+        kv_elems_per_token: cache elements each token of context adds at decode time (attention K and V, MLA's
+            latent); multiply by the cache dtype's bytes.
+        state_elems: fixed per-sequence decode state elements (SSM state plus conv state), independent of context.
+    """
+
+    params: int
+    flops_fwd_per_token: float
+    kv_elems_per_token: int = 0
+    state_elems: int = 0
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One registered layer type.
+
+    Attributes:
+        symbol: the single character in patterns (``M``, ``*``, ``-`` ...).
+        name: a short identifier used in configs and reports (``mamba2``, ``attention`` ...).
+        role: ``mixer`` (mixes along the sequence) or ``mlp`` (per-token channel mixing).
+        summary: one line for ``archsearch layers``.
+        options: dataclass type of per-layer attributes; every field defaults to None meaning "from the model
+            config". Field annotations give the accepted type (bool, int, float, str or a Literal of strings).
+        megatron: True when Megatron-LM's hybrid pattern uses this symbol with this meaning.
+        build: factory ``(cfg, opts, layer_idx) -> nn.Module``; None when the type cannot be built yet.
+        cost: ``(cfg, opts, seq_len) -> LayerCost``; None when no cost formula exists yet.
+        fused_package: the import name of the package providing fused GPU kernels (e.g. ``mamba_ssm``), if any.
+        unavailable: why ``build`` is None (shown by ``archsearch layers`` and in build errors).
+    """
+
+    symbol: str
+    name: str
+    role: Role
+    summary: str
+    options: type | None = None
+    megatron: bool = False
+    build: Callable[[ModelConfig, Any, int], nn.Module] | None = None
+    cost: Callable[[ModelConfig, Any, int], LayerCost] | None = None
+    fused_package: str | None = None
+    unavailable: str | None = None
+
+    def option_fields(self) -> dict[str, dataclasses.Field]:
+        """The attribute keys this layer type accepts, by name."""
+        if self.options is None:
+            return {}
+        return {f.name: f for f in dataclasses.fields(self.options)}
+
+    def make_options(self, attrs: dict[str, Any] | None = None) -> Any:
+        """An options instance from already-coerced attribute values (None when the type takes no options)."""
+        if self.options is None:
+            return None
+        return self.options(**(attrs or {}))
+
+    def fused_available(self) -> bool:
+        """True when this machine can run the fused kernels (CUDA plus the package)."""
+        if self.fused_package is None:
+            return False
+        import torch
+
+        return torch.cuda.is_available() and importlib.util.find_spec(self.fused_package) is not None
+
+
+_REGISTRY: dict[str, LayerSpec] = {}
+_LOADED = False
+
+
+def register(spec: LayerSpec) -> LayerSpec:
+    """Add a layer type; called at import time by each file in ``archsearch/layers/``."""
+    if len(spec.symbol) != 1 or spec.symbol in STRUCTURAL or spec.symbol.isdigit():
+        raise ValueError(f"layer symbol must be one non-structural character, got {spec.symbol!r}")
+    old = _REGISTRY.get(spec.symbol)
+    if old is not None and old.name != spec.name:
+        raise ValueError(f"symbol {spec.symbol!r} already registered for {old.name!r}")
+    _REGISTRY[spec.symbol] = spec
+    return spec
+
+
+def _ensure_loaded() -> None:
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        importlib.import_module("archsearch.layers")
+
+
+def all_specs() -> list[LayerSpec]:
+    """Every registered layer type, in registration order."""
+    _ensure_loaded()
+    return list(_REGISTRY.values())
+
+
+def is_symbol(symbol: str) -> bool:
+    _ensure_loaded()
+    return symbol in _REGISTRY
+
+
+def get(symbol: str) -> LayerSpec:
+    """The spec for ``symbol``; a PatternError with a hint when it is unknown."""
+    _ensure_loaded()
+    try:
+        return _REGISTRY[symbol]
+    except KeyError:
+        raise PatternError(
+            f"unknown layer symbol {symbol!r}", hint=f"known symbols: {' '.join(_REGISTRY)}"
+        ) from None
+
+
+def by_name(name: str) -> LayerSpec:
+    """The spec whose ``name`` (``mamba2``, ``attention`` ...) or symbol is ``name``."""
+    _ensure_loaded()
+    for spec in _REGISTRY.values():
+        if spec.name == name or spec.symbol == name:
+            return spec
+    raise PatternError(
+        f"unknown layer type {name!r}", hint=did_you_mean(name, [s.name for s in _REGISTRY.values()])
+    )
