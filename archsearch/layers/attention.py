@@ -1,10 +1,22 @@
-"""Causal self-attention (``*``): multi-head or grouped-query, optional (partial) RoPE and sliding window."""
+"""Causal self-attention (``*``): multi-head or grouped-query, optional (partial) RoPE and sliding window.
+
+Computed with ``torch.nn.functional.scaled_dot_product_attention``: ``is_causal=True`` without a window (flash
+attention on GPU), an explicit banded boolean mask with one. Layout follows Megatron-LM / GPT-NeoX: fused ``in_proj``
+producing [q | k | v], RoPE in "rotate half" form on the first ``rope_fraction`` of each head's dims.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from archsearch.pattern.registry import LayerSpec, register
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from archsearch.errors import ConfigError
+from archsearch.layers.rope import RotaryEmbedding
+from archsearch.pattern.registry import LayerCost, LayerSpec, register
 
 
 @dataclass(frozen=True)
@@ -15,7 +27,264 @@ class AttentionOptions:
     rope: bool | None = None
     rope_fraction: float | None = None
     rope_base: float | None = None
-    window: int | None = None
+    window: int | None = None  # 0 turns a model-wide window off for this layer
+
+
+# ---- option resolution (shared by build, cost and the parallel block) -------------------------------------------
+def choose(opts: Any, name: str, cfg_value: Any, cfg_key: str, symbol: str) -> tuple[Any, str]:
+    """The per-layer attribute ``name`` if set, else the model-config value; with the key to blame in errors."""
+    value = getattr(opts, name, None) if opts is not None else None
+    if value is not None:
+        return value, f"{symbol}{{{name}}}"
+    return cfg_value, cfg_key
+
+
+def positive_int(value: Any, key: str, source: str) -> int:
+    """``value`` as a positive int (bools refused), else a ConfigError naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"expected a positive integer, found {value!r}", source, key)
+    return value
+
+
+@dataclass(frozen=True)
+class AttentionDims:
+    """Resolved sizes of one attention layer (per-layer options applied, validated)."""
+
+    d_model: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    rot_dim: int  # 0: no RoPE
+    rope_base: float
+    window: int | None  # None: full causal
+    bias: bool
+
+    @property
+    def q_dim(self) -> int:
+        return self.n_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.n_kv_heads * self.head_dim
+
+
+def resolve(cfg: Any, opts: Any = None, layer_idx: int | None = None, symbol: str = "*") -> AttentionDims:
+    """Resolve and validate an attention layer's sizes from ``cfg.attention`` and the per-layer options.
+
+    Raises:
+        ConfigError: non-positive sizes, heads not divisible by KV heads, d_model not divisible by heads (when
+            head_dim is not given), a rope_fraction outside (0, 1] or giving an odd number of rotated dims, or a
+            negative window.
+    """
+    a = cfg.attention
+    source = f"layer {layer_idx} ({symbol})" if layer_idx is not None else f"layer {symbol}"
+    heads, hkey = choose(opts, "heads", a.n_heads, "model.attention.n_heads", symbol)
+    heads = positive_int(heads, hkey, source)
+    kv, kvkey = choose(opts, "kv_heads", a.n_kv_heads, "model.attention.n_kv_heads", symbol)
+    kv = heads if kv is None else positive_int(kv, kvkey, source)
+    if heads % kv:
+        raise ConfigError(
+            f"query heads must be a multiple of KV heads (grouped-query attention), found {heads} heads and {kv} "
+            f"KV heads",
+            source,
+            kvkey,
+            hint=f"KV heads that divide {heads}: {', '.join(str(d) for d in range(1, heads + 1) if heads % d == 0)}",
+        )
+    hd, hdkey = choose(opts, "head_dim", a.head_dim, "model.attention.head_dim", symbol)
+    if hd is None:
+        if cfg.d_model % heads:
+            raise ConfigError(
+                f"d_model {cfg.d_model} is not divisible by {heads} heads; set head_dim explicitly",
+                source,
+                hkey,
+            )
+        hd = cfg.d_model // heads
+    hd = positive_int(hd, hdkey, source)
+    rope, _ = choose(opts, "rope", a.rope, "model.attention.rope", symbol)
+    frac, fkey = choose(opts, "rope_fraction", a.rope_fraction, "model.attention.rope_fraction", symbol)
+    base, bkey = choose(opts, "rope_base", a.rope_base, "model.attention.rope_base", symbol)
+    rot = 0
+    if rope:
+        if isinstance(frac, bool) or not isinstance(frac, int | float) or not 0 < frac <= 1:
+            raise ConfigError(f"rope_fraction must be in (0, 1], found {frac!r}", source, fkey)
+        rot = round(hd * frac)
+        if rot % 2 or rot == 0:
+            raise ConfigError(
+                f"rope_fraction {frac} of head_dim {hd} rotates {hd * frac:g} dims; RoPE needs an even, positive "
+                f"number of dims",
+                source,
+                fkey,
+            )
+        if isinstance(base, bool) or not isinstance(base, int | float) or base <= 1:
+            raise ConfigError(f"rope_base must be a number above 1, found {base!r}", source, bkey)
+    window, wkey = choose(opts, "window", a.window, "model.attention.window", symbol)
+    if window is not None:
+        if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+            raise ConfigError(
+                f"window must be a non-negative number of tokens (0 = full causal), found {window!r}",
+                source,
+                wkey,
+            )
+        window = window or None
+    return AttentionDims(cfg.d_model, heads, kv, hd, rot, float(base), window, bool(cfg.bias))
+
+
+# ---- masks and SDPA -------------------------------------------------------------------------------------------
+def causal_mask(q_start: int, tq: int, tk: int, window: int | None, device: torch.device) -> torch.Tensor:
+    """Boolean (tq, tk) mask, True = may attend: query at absolute position ``q_start + i`` sees keys ``j`` with
+    ``j <= q_start + i`` and, with a window, ``q_start + i - j < window``."""
+    qpos = torch.arange(q_start, q_start + tq, device=device)[:, None]
+    kpos = torch.arange(tk, device=device)[None, :]
+    allowed = kpos <= qpos
+    if window is not None:
+        allowed &= qpos - kpos < window
+    return allowed
+
+
+def _torch_has_enable_gqa() -> bool:
+    major, minor = (int(p) for p in torch.__version__.split(".")[:2])
+    return (major, minor) >= (2, 5)
+
+
+_HAS_GQA = _torch_has_enable_gqa()
+
+
+def sdpa(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, is_causal: bool
+) -> torch.Tensor:
+    """SDPA on (B, H, T, d) tensors; K/V may have fewer heads (GQA), expanded natively when torch can."""
+    gqa = k.shape[1] != q.shape[1]
+    if gqa and not _HAS_GQA:  # pragma: no cover - torch < 2.5
+        rep = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        gqa = False
+    kwargs = {"enable_gqa": True} if gqa else {}
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, **kwargs)
+
+
+def average_context(seq_len: int, window: int | None) -> float:
+    """Mean number of keys a query attends to over the causal positions 1..seq_len (capped by the window)."""
+    if window is None or window >= seq_len:
+        return (seq_len + 1) / 2
+    return (window * (window + 1) / 2 + (seq_len - window) * window) / seq_len
+
+
+# ---- the module -----------------------------------------------------------------------------------------------
+@dataclass
+class KVCache:
+    """Preallocated decode cache: ``k``/``v`` of shape (B, n_kv_heads, max_seqlen, head_dim); ``seqlen`` filled."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    seqlen: int = 0
+
+
+class CausalSelfAttention(nn.Module):
+    """Causal multi-head / grouped-query self-attention.
+
+    Args:
+        dims: resolved sizes (see :func:`resolve`).
+        hint_len: initial RoPE table length (``cfg.max_seq_len``); longer sequences grow it.
+        layer_idx: position in the stack, for messages.
+    """
+
+    def __init__(self, dims: AttentionDims, hint_len: int = 2048, layer_idx: int | None = None):
+        super().__init__()
+        self.dims = dims
+        self.layer_idx = layer_idx
+        self.in_proj = nn.Linear(dims.d_model, dims.q_dim + 2 * dims.kv_dim, bias=dims.bias)
+        self.out_proj = nn.Linear(dims.q_dim, dims.d_model, bias=dims.bias)
+        self.rotary = RotaryEmbedding(dims.rot_dim, dims.rope_base, hint_len) if dims.rot_dim else None
+
+    def _qkv(self, x: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, t, _ = x.shape
+        d = self.dims
+        q, k, v = self.in_proj(x).split([d.q_dim, d.kv_dim, d.kv_dim], dim=-1)
+        q = q.view(b, t, d.n_heads, d.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = k.view(b, t, d.n_kv_heads, d.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
+        v = v.view(b, t, d.n_kv_heads, d.head_dim).transpose(1, 2)
+        if self.rotary is not None:
+            q, k = self.rotary(q, offset), self.rotary(k, offset)
+        return q, k, v
+
+    def _out(self, y: torch.Tensor) -> torch.Tensor:
+        b, _, t, _ = y.shape
+        return self.out_proj(y.transpose(1, 2).reshape(b, t, self.dims.q_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D)."""
+        q, k, v = self._qkv(x, 0)
+        t = x.shape[1]
+        w = self.dims.window
+        if w is None or w >= t:
+            y = sdpa(q, k, v, None, is_causal=True)
+        else:
+            y = sdpa(q, k, v, causal_mask(0, t, t, w, x.device), is_causal=False)
+        return self._out(y)
+
+    # ---- decode -----------------------------------------------------------------------------------------------
+    def allocate_inference_cache(
+        self, batch_size: int, max_seqlen: int, dtype: torch.dtype | None = None, device: Any = None
+    ) -> KVCache:
+        """A zeroed KV cache for ``max_seqlen`` positions (a window still keeps all of them and masks)."""
+        w = self.in_proj.weight
+        shape = (batch_size, self.dims.n_kv_heads, max_seqlen, self.dims.head_dim)
+        dtype = dtype or w.dtype
+        device = device if device is not None else w.device
+        return KVCache(
+            torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device)
+        )
+
+    def step(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Append ``x`` (B, T, D) (usually T = 1) after the cached positions and attend; updates ``cache``."""
+        t = x.shape[1]
+        start, end = cache.seqlen, cache.seqlen + t
+        if end > cache.k.shape[2]:
+            raise ConfigError(
+                f"decode ran past the KV cache: it holds {cache.k.shape[2]} positions, this step needs {end}",
+                key="max_seqlen",
+            )
+        q, k, v = self._qkv(x, start)
+        cache.k[:, :, start:end] = k.to(cache.k.dtype)
+        cache.v[:, :, start:end] = v.to(cache.v.dtype)
+        cache.seqlen = end
+        keys, values = cache.k[:, :, :end].to(q.dtype), cache.v[:, :, :end].to(q.dtype)
+        mask = None
+        if t > 1 or (self.dims.window is not None and end > self.dims.window):
+            mask = causal_mask(start, t, end, self.dims.window, x.device)
+        return self._out(sdpa(q, keys, values, mask, is_causal=False))
+
+    def extra_repr(self) -> str:
+        d = self.dims
+        return f"heads={d.n_heads}, kv_heads={d.n_kv_heads}, head_dim={d.head_dim}, rot_dim={d.rot_dim}, window={d.window}"
+
+
+# ---- registry hooks -------------------------------------------------------------------------------------------
+def build(cfg: Any, opts: AttentionOptions | None, layer_idx: int) -> CausalSelfAttention:
+    """The ``*`` layer for ``cfg`` with per-layer ``opts``."""
+    return CausalSelfAttention(resolve(cfg, opts, layer_idx), cfg.max_seq_len, layer_idx)
+
+
+def dims_cost(d: AttentionDims, seq_len: int) -> LayerCost:
+    """Cost of an attention layer of resolved sizes ``d`` (shared with the parallel block)."""
+    proj_w = d.d_model * (d.q_dim + 2 * d.kv_dim) + d.q_dim * d.d_model
+    params = proj_w + (d.q_dim + 2 * d.kv_dim + d.d_model if d.bias else 0)
+    t_eff = average_context(seq_len, d.window)
+    flops = 2 * proj_w + 2 * 2 * t_eff * d.n_heads * d.head_dim  # projections + QK^T and AV
+    if (
+        d.window is not None
+    ):  # a ring buffer of `window` positions is all decode needs: fixed state, no growth
+        return LayerCost(params, flops, kv_elems_per_token=0, state_elems=2 * d.kv_dim * d.window)
+    return LayerCost(params=params, flops_fwd_per_token=flops, kv_elems_per_token=2 * d.kv_dim)
+
+
+def cost(cfg: Any, opts: AttentionOptions | None, seq_len: int) -> LayerCost:
+    """Exact parameters; forward FLOPs per token (matmuls only) with the causal average context; K+V per token.
+
+    A windowed layer reports its K/V as fixed state (``window`` positions, what a ring buffer needs) and no
+    per-token growth, although this module's own ``step`` keeps every position and masks.
+    """
+    return dims_cost(resolve(cfg, opts), seq_len)
 
 
 SPEC = register(
@@ -26,6 +295,7 @@ SPEC = register(
         summary="causal self-attention, MHA or GQA, RoPE on/off/partial, optional sliding window (SDPA)",
         options=AttentionOptions,
         megatron=True,
-        unavailable="not implemented yet",
+        build=build,
+        cost=cost,
     )
 )

@@ -1,20 +1,258 @@
-"""Multi-head latent attention (``+``): low-rank compressed KV with a decoupled RoPE part (DeepSeek-V2)."""
+"""Multi-head latent attention (``+``): low-rank compressed KV with a decoupled RoPE part (DeepSeek-V2, 2024).
+
+Keys and values are expanded from a per-token latent of ``kv_lora_rank`` (RMS-normalised) plus one RoPE key of
+``qk_rope_head_dim`` shared by all heads; that latent and RoPE key are all the decode cache holds. Queries are
+full-rank (``q_proj``) or low-rank (``q_a_proj`` -> RMSNorm -> ``q_b_proj``). The latent norms are RMSNorm whatever
+``cfg.norm`` says, as in DeepSeek. ``qk_rope_head_dim = 0`` drops the RoPE part (position-free MLA).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from archsearch.pattern.registry import LayerSpec, register
+import torch
+from torch import nn
+
+from archsearch.errors import ConfigError
+from archsearch.layers.attention import average_context, causal_mask, choose, positive_int, sdpa
+from archsearch.layers.norm import make_norm
+from archsearch.layers.rope import RotaryEmbedding
+from archsearch.pattern.registry import LayerCost, LayerSpec, register
 
 
 @dataclass(frozen=True)
 class MLAOptions:
     heads: int | None = None
-    q_lora_rank: int | None = None
+    q_lora_rank: int | None = None  # 0 turns a model-wide low-rank query off for this layer
     kv_lora_rank: int | None = None
     qk_nope_head_dim: int | None = None
     qk_rope_head_dim: int | None = None
     v_head_dim: int | None = None
+
+
+@dataclass(frozen=True)
+class MLADims:
+    d_model: int
+    n_heads: int
+    q_lora_rank: int | None
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
+    rope_base: float
+    norm_eps: float
+    bias: bool
+
+    @property
+    def qk_head_dim(self) -> int:
+        return self.qk_nope_head_dim + self.qk_rope_head_dim
+
+
+def resolve(
+    cfg: Any, opts: MLAOptions | None = None, layer_idx: int | None = None, symbol: str = "+"
+) -> MLADims:
+    """Sizes of one MLA layer: per-layer options over ``cfg.mla`` (heads fall back to ``cfg.attention.n_heads``).
+
+    Raises:
+        ConfigError: non-positive ranks or head dims, or an odd RoPE head dim.
+    """
+    m = cfg.mla
+    source = f"layer {layer_idx} ({symbol})" if layer_idx is not None else f"layer {symbol}"
+    heads, hkey = choose(opts, "heads", m.n_heads, "model.mla.n_heads", symbol)
+    if heads is None:
+        heads, hkey = cfg.attention.n_heads, "model.attention.n_heads"
+    heads = positive_int(heads, hkey, source)
+    q_rank, qkey = choose(opts, "q_lora_rank", m.q_lora_rank, "model.mla.q_lora_rank", symbol)
+    q_rank = None if q_rank in (None, 0) else positive_int(q_rank, qkey, source)
+    kv_rank = positive_int(
+        *choose(opts, "kv_lora_rank", m.kv_lora_rank, "model.mla.kv_lora_rank", symbol), source
+    )
+    v_dim = positive_int(*choose(opts, "v_head_dim", m.v_head_dim, "model.mla.v_head_dim", symbol), source)
+    sizes = {}
+    for name in ("qk_nope_head_dim", "qk_rope_head_dim"):
+        value, key = choose(opts, name, getattr(m, name), f"model.mla.{name}", symbol)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{name} must be a non-negative integer, found {value!r}", source, key)
+        if name == "qk_rope_head_dim" and value % 2:
+            raise ConfigError(
+                f"RoPE needs an even number of dims, found qk_rope_head_dim={value}", source, key
+            )
+        sizes[name] = value
+    if sizes["qk_nope_head_dim"] + sizes["qk_rope_head_dim"] == 0:
+        raise ConfigError(
+            "qk_nope_head_dim + qk_rope_head_dim must be positive, found 0", source, "model.mla"
+        )
+    return MLADims(
+        d_model=cfg.d_model,
+        n_heads=heads,
+        q_lora_rank=q_rank,
+        kv_lora_rank=kv_rank,
+        qk_nope_head_dim=sizes["qk_nope_head_dim"],
+        qk_rope_head_dim=sizes["qk_rope_head_dim"],
+        v_head_dim=v_dim,
+        rope_base=float(cfg.attention.rope_base),
+        norm_eps=float(cfg.norm_eps),
+        bias=bool(cfg.bias),
+    )
+
+
+@dataclass
+class MLACache:
+    """Decode cache: normalised latents (B, S, kv_lora_rank) and rotated shared keys (B, S, qk_rope_head_dim)."""
+
+    latent: torch.Tensor
+    k_rope: torch.Tensor
+    seqlen: int = 0
+
+
+class MultiHeadLatentAttention(nn.Module):
+    """DeepSeek-V2 multi-head latent attention, causal.
+
+    Args:
+        dims: resolved sizes (see :func:`resolve`).
+        hint_len: initial RoPE table length.
+        layer_idx: position in the stack.
+    """
+
+    def __init__(self, dims: MLADims, hint_len: int = 2048, layer_idx: int | None = None):
+        super().__init__()
+        d, h = dims, dims.n_heads
+        self.dims = d
+        self.layer_idx = layer_idx
+        if d.q_lora_rank is None:
+            self.q_proj = nn.Linear(d.d_model, h * d.qk_head_dim, bias=d.bias)
+        else:
+            self.q_a_proj = nn.Linear(d.d_model, d.q_lora_rank, bias=d.bias)
+            self.q_a_norm = make_norm("rmsnorm", d.q_lora_rank, d.norm_eps)
+            self.q_b_proj = nn.Linear(d.q_lora_rank, h * d.qk_head_dim, bias=d.bias)
+        self.kv_a_proj = nn.Linear(d.d_model, d.kv_lora_rank + d.qk_rope_head_dim, bias=d.bias)
+        self.kv_a_norm = make_norm("rmsnorm", d.kv_lora_rank, d.norm_eps)
+        self.kv_b_proj = nn.Linear(d.kv_lora_rank, h * (d.qk_nope_head_dim + d.v_head_dim), bias=d.bias)
+        self.out_proj = nn.Linear(h * d.v_head_dim, d.d_model, bias=d.bias)
+        self.rotary = (
+            RotaryEmbedding(d.qk_rope_head_dim, d.rope_base, hint_len) if d.qk_rope_head_dim else None
+        )
+
+    def _queries(self, x: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.dims
+        b, t, _ = x.shape
+        q = self.q_proj(x) if d.q_lora_rank is None else self.q_b_proj(self.q_a_norm(self.q_a_proj(x)))
+        q = q.view(b, t, d.n_heads, d.qk_head_dim).transpose(1, 2)  # (B, H, T, qk)
+        q_nope, q_rope = q.split([d.qk_nope_head_dim, d.qk_rope_head_dim], dim=-1)
+        if self.rotary is not None:
+            q_rope = self.rotary(q_rope, offset)
+        return q_nope, q_rope
+
+    def _latents(self, x: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.dims
+        latent, k_rope = self.kv_a_proj(x).split([d.kv_lora_rank, d.qk_rope_head_dim], dim=-1)
+        latent = self.kv_a_norm(latent)  # (B, T, r)
+        if self.rotary is not None:
+            k_rope = self.rotary(k_rope.unsqueeze(1), offset).squeeze(1)  # one head, shared: (B, T, rope)
+        return latent, k_rope
+
+    def _attend(self, q_nope, q_rope, latent, k_rope, q_start: int) -> torch.Tensor:
+        d = self.dims
+        b, h, tq, _ = q_nope.shape
+        tk = latent.shape[1]
+        kv = self.kv_b_proj(latent).view(b, tk, h, d.qk_nope_head_dim + d.v_head_dim).transpose(1, 2)
+        k_nope, v = kv.split([d.qk_nope_head_dim, d.v_head_dim], dim=-1)  # (B, H, Tk, .)
+        q = torch.cat((q_nope, q_rope), dim=-1)
+        k = torch.cat((k_nope, k_rope.unsqueeze(1).expand(b, h, tk, d.qk_rope_head_dim)), dim=-1)
+        if q_start == 0 and tq == tk:
+            y = sdpa(q, k, v, None, is_causal=True)
+        else:
+            mask = causal_mask(q_start, tq, tk, None, q.device) if tq > 1 else None
+            y = sdpa(q, k, v, mask, is_causal=False)
+        return self.out_proj(y.transpose(1, 2).reshape(b, tq, h * d.v_head_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D)."""
+        q_nope, q_rope = self._queries(x, 0)
+        latent, k_rope = self._latents(x, 0)
+        return self._attend(q_nope, q_rope, latent, k_rope, 0)
+
+    # ---- decode -----------------------------------------------------------------------------------------------
+    def allocate_inference_cache(
+        self, batch_size: int, max_seqlen: int, dtype: torch.dtype | None = None, device: Any = None
+    ) -> MLACache:
+        """Zeroed latent + RoPE-key cache: ``kv_lora_rank + qk_rope_head_dim`` elements per position."""
+        w = self.kv_a_proj.weight
+        dtype = dtype or w.dtype
+        device = device if device is not None else w.device
+        d = self.dims
+        return MLACache(
+            torch.zeros(batch_size, max_seqlen, d.kv_lora_rank, dtype=dtype, device=device),
+            torch.zeros(batch_size, max_seqlen, d.qk_rope_head_dim, dtype=dtype, device=device),
+        )
+
+    def step(self, x: torch.Tensor, cache: MLACache) -> torch.Tensor:
+        """Append ``x`` (B, T, D) after the cached positions and attend (keys re-expanded from the latents)."""
+        t = x.shape[1]
+        start, end = cache.seqlen, cache.seqlen + t
+        if end > cache.latent.shape[1]:
+            raise ConfigError(
+                f"decode ran past the MLA cache: it holds {cache.latent.shape[1]} positions, this step needs {end}",
+                key="max_seqlen",
+            )
+        q_nope, q_rope = self._queries(x, start)
+        latent, k_rope = self._latents(x, start)
+        cache.latent[:, start:end] = latent.to(cache.latent.dtype)
+        cache.k_rope[:, start:end] = k_rope.to(cache.k_rope.dtype)
+        cache.seqlen = end
+        lat, kr = cache.latent[:, :end].to(q_nope.dtype), cache.k_rope[:, :end].to(q_nope.dtype)
+        return self._attend(q_nope, q_rope, lat, kr, start)
+
+    def extra_repr(self) -> str:
+        d = self.dims
+        return (
+            f"heads={d.n_heads}, q_lora_rank={d.q_lora_rank}, kv_lora_rank={d.kv_lora_rank}, "
+            f"qk_nope={d.qk_nope_head_dim}, qk_rope={d.qk_rope_head_dim}, v={d.v_head_dim}"
+        )
+
+
+def mla_weights(d: MLADims) -> tuple[int, int]:
+    """``(matmul weights, other parameters)`` of an MLA layer: projections; norm weights and biases."""
+    h = d.n_heads
+    if d.q_lora_rank is None:
+        q_w, q_out = d.d_model * h * d.qk_head_dim, [h * d.qk_head_dim]
+        norms = 0
+    else:
+        q_w = d.d_model * d.q_lora_rank + d.q_lora_rank * h * d.qk_head_dim
+        q_out, norms = [d.q_lora_rank, h * d.qk_head_dim], d.q_lora_rank
+    kv_w = d.d_model * (d.kv_lora_rank + d.qk_rope_head_dim) + d.kv_lora_rank * h * (
+        d.qk_nope_head_dim + d.v_head_dim
+    )
+    o_w = h * d.v_head_dim * d.d_model
+    norms += d.kv_lora_rank
+    biases = 0
+    if d.bias:
+        biases = (
+            sum(q_out)
+            + d.kv_lora_rank
+            + d.qk_rope_head_dim
+            + h * (d.qk_nope_head_dim + d.v_head_dim)
+            + d.d_model
+        )
+    return q_w + kv_w + o_w, norms + biases
+
+
+def dims_cost(d: MLADims, seq_len: int) -> LayerCost:
+    weights, other = mla_weights(d)
+    t_eff = average_context(seq_len, None)
+    flops = 2.0 * weights + 2 * t_eff * d.n_heads * (d.qk_head_dim + d.v_head_dim)  # projections + QK^T + AV
+    return LayerCost(weights + other, flops, kv_elems_per_token=d.kv_lora_rank + d.qk_rope_head_dim)
+
+
+def build(cfg: Any, opts: MLAOptions | None, layer_idx: int) -> MultiHeadLatentAttention:
+    return MultiHeadLatentAttention(resolve(cfg, opts, layer_idx), cfg.max_seq_len, layer_idx)
+
+
+def cost(cfg: Any, opts: MLAOptions | None, seq_len: int) -> LayerCost:
+    """Exact parameters; forward FLOPs with keys/values expanded for every token (training form, no weight
+    absorption); the cache per token is the latent plus the shared RoPE key."""
+    return dims_cost(resolve(cfg, opts), seq_len)
 
 
 SPEC = register(
@@ -25,6 +263,7 @@ SPEC = register(
         summary="multi-head latent attention: compressed KV cache with decoupled RoPE (DeepSeek-V2)",
         options=MLAOptions,
         megatron=True,
-        unavailable="not implemented yet",
+        build=build,
+        cost=cost,
     )
 )

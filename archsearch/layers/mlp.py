@@ -1,17 +1,129 @@
-"""MLP (``-``): GeLU (the paper's hybrid), squared ReLU (the paper's Transformer) or SwiGLU; no biases."""
+"""MLP (``-``): GeLU (the paper's hybrid), squared ReLU (the paper's Transformer) or SwiGLU; no biases by default.
+
+GeLU is the exact erf form, as Megatron-LM uses. SwiGLU's ``fc1`` projects to ``2 * d_ff`` = [gate | up] and the
+output is ``out_proj(silu(gate) * up)``.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from archsearch.pattern.registry import LayerSpec, register
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from archsearch.errors import ConfigError
+from archsearch.pattern.registry import LayerCost, LayerSpec, register
+
+ACTIVATIONS = ("gelu", "relu2", "swiglu")
 
 
 @dataclass(frozen=True)
 class MLPOptions:
     d_ff: int | None = None
     activation: Literal["gelu", "relu2", "swiglu"] | None = None
+
+
+def default_d_ff(d_model: int, activation: str) -> int:
+    """4 x d_model; for SwiGLU 8/3 x d_model rounded up to a multiple of 64 (about the same parameters)."""
+    if activation == "swiglu":
+        return math.ceil(8 * d_model / 3 / 64) * 64
+    return 4 * d_model
+
+
+def check_activation(activation: Any, key: str, source: str) -> str:
+    if activation not in ACTIVATIONS:
+        raise ConfigError(
+            f"activation must be one of {', '.join(ACTIVATIONS)}, found {activation!r}", source, key
+        )
+    return activation
+
+
+def check_d_ff(d_ff: Any, key: str, source: str) -> int:
+    if isinstance(d_ff, bool) or not isinstance(d_ff, int) or d_ff <= 0:
+        raise ConfigError(f"d_ff must be a positive integer, found {d_ff!r}", source, key)
+    return d_ff
+
+
+def resolve(cfg: Any, opts: MLPOptions | None, layer_idx: int | None = None) -> tuple[int, str]:
+    """``(d_ff, activation)`` for one ``-`` layer: per-layer options over ``cfg.mlp``, then the defaults."""
+    source = f"layer {layer_idx} (-)" if layer_idx is not None else "layer -"
+    act = opts.activation if opts is not None and opts.activation is not None else cfg.mlp.activation
+    act_key = "-{activation}" if opts is not None and opts.activation is not None else "model.mlp.activation"
+    act = check_activation(act, act_key, source)
+    if opts is not None and opts.d_ff is not None:
+        return check_d_ff(opts.d_ff, "-{d_ff}", source), act
+    if cfg.mlp.d_ff is not None:
+        return check_d_ff(cfg.mlp.d_ff, "model.mlp.d_ff", source), act
+    return default_d_ff(cfg.d_model, act), act
+
+
+class MLP(nn.Module):
+    """Two-layer (or gated) feed-forward block.
+
+    Args:
+        d_model: input and output width.
+        d_ff: hidden width (per branch for SwiGLU).
+        activation: ``gelu`` (exact erf), ``relu2`` (squared ReLU) or ``swiglu``.
+        bias: biases on both projections.
+    """
+
+    def __init__(self, d_model: int, d_ff: int, activation: str = "gelu", bias: bool = False):
+        super().__init__()
+        self.activation = activation
+        self.d_ff = d_ff
+        gated = activation == "swiglu"
+        self.fc1 = nn.Linear(d_model, 2 * d_ff if gated else d_ff, bias=bias)
+        self.out_proj = nn.Linear(d_ff, d_model, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (..., D)."""
+        h = self.fc1(x)
+        if self.activation == "swiglu":
+            gate, up = h.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        elif self.activation == "relu2":
+            h = torch.square(F.relu(h))
+        else:
+            h = F.gelu(h)
+        return self.out_proj(h)
+
+    # Stateless at decode time: a step is the forward of the new tokens.
+    def allocate_inference_cache(
+        self, batch_size: int, max_seqlen: int, dtype: Any = None, device: Any = None
+    ):
+        return None
+
+    def step(self, x: torch.Tensor, cache: Any = None) -> torch.Tensor:
+        return self.forward(x)
+
+    def extra_repr(self) -> str:
+        return f"d_ff={self.d_ff}, activation={self.activation}"
+
+
+def mlp_params(d_model: int, d_ff: int, activation: str, bias: bool) -> int:
+    """Exact parameters of :class:`MLP`."""
+    width = 2 * d_ff if activation == "swiglu" else d_ff
+    return d_model * width + d_ff * d_model + ((width + d_model) if bias else 0)
+
+
+def mlp_flops(d_model: int, d_ff: int, activation: str) -> float:
+    """Forward matmul FLOPs per token of :class:`MLP` (activations ignored)."""
+    width = 2 * d_ff if activation == "swiglu" else d_ff
+    return 2.0 * (d_model * width + d_ff * d_model)
+
+
+def build(cfg: Any, opts: MLPOptions | None, layer_idx: int) -> MLP:
+    d_ff, act = resolve(cfg, opts, layer_idx)
+    return MLP(cfg.d_model, d_ff, act, cfg.bias)
+
+
+def cost(cfg: Any, opts: MLPOptions | None, seq_len: int) -> LayerCost:
+    """Exact parameters and forward matmul FLOPs; no cache or state."""
+    d_ff, act = resolve(cfg, opts)
+    return LayerCost(mlp_params(cfg.d_model, d_ff, act, cfg.bias), mlp_flops(cfg.d_model, d_ff, act))
 
 
 SPEC = register(
@@ -22,6 +134,7 @@ SPEC = register(
         summary="MLP: gelu, relu2 (squared ReLU) or swiglu",
         options=MLPOptions,
         megatron=True,
-        unavailable="not implemented yet",
+        build=build,
+        cost=cost,
     )
 )

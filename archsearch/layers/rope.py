@@ -1,0 +1,71 @@
+"""Rotary position embedding (Su et al., 2021), GPT-NeoX "rotate half" layout, optionally on the first part of
+each head's dims only (Megatron's ``rotary_percent``; the paper's 8B Transformer rotates 50%)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """(x1, x2) -> (-x2, x1) on the last dim, which must be even."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class RotaryEmbedding(nn.Module):
+    """Cos/sin tables for ``rot_dim`` rotated dims, grown lazily to the longest position seen.
+
+    The tables are plain fp32 attributes, not buffers: they stay out of the state dict, survive ``.to(bf16)`` at
+    full precision and are rebuilt on a new device. There is no hard length cap.
+
+    Args:
+        rot_dim: dims of each head that rotate (even, positive).
+        base: the frequency base (10000 in most models).
+        hint_len: the table length to build the first time (``cfg.max_seq_len``); longer inputs grow it.
+    """
+
+    def __init__(self, rot_dim: int, base: float = 10000.0, hint_len: int = 2048):
+        super().__init__()
+        if rot_dim <= 0 or rot_dim % 2:
+            raise ValueError(f"rotary dims must be even and positive, got {rot_dim}")
+        self.rot_dim = rot_dim
+        self.base = float(base)
+        self.hint_len = max(1, int(hint_len))
+        self._cos: torch.Tensor | None = None
+        self._sin: torch.Tensor | None = None
+
+    def _build(self, length: int, device: torch.device) -> None:
+        inv_freq = 1.0 / (
+            self.base ** (torch.arange(0, self.rot_dim, 2, device=device, dtype=torch.float32) / self.rot_dim)
+        )
+        t = torch.arange(length, device=device, dtype=torch.float32)
+        freqs = torch.outer(t, inv_freq)  # (L, rot_dim/2)
+        emb = torch.cat((freqs, freqs), dim=-1)  # (L, rot_dim)
+        self._cos, self._sin = emb.cos(), emb.sin()
+
+    def tables(self, end: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """fp32 ``(cos, sin)`` of shape (L, rot_dim) covering positions ``0 .. end-1`` at least."""
+        if self._cos is None or self._cos.device != device or self._cos.shape[0] < end:
+            length = max(end, self.hint_len)
+            if self._cos is not None and self._cos.device == device:
+                length = max(length, 2 * self._cos.shape[0])  # amortise growth during long decodes
+            self._build(length, device)
+        assert self._cos is not None and self._sin is not None
+        return self._cos, self._sin
+
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """Rotate the first ``rot_dim`` dims of ``x`` (B, H, T, head_dim) at positions ``offset .. offset+T-1``.
+
+        The rotation is computed in fp32 and cast back, so bf16 inputs keep accurate angles at long positions.
+        """
+        t = x.shape[-2]
+        cos, sin = self.tables(offset + t, x.device)
+        cos, sin = cos[offset : offset + t], sin[offset : offset + t]  # (T, rot_dim)
+        rot, keep = x[..., : self.rot_dim], x[..., self.rot_dim :]
+        r = rot.float()
+        r = (r * cos + rotate_half(r) * sin).to(x.dtype)
+        return torch.cat((r, keep), dim=-1) if keep.shape[-1] else r
+
+    def extra_repr(self) -> str:
+        return f"rot_dim={self.rot_dim}, base={self.base:g}"
