@@ -1,10 +1,31 @@
-"""Mamba-2 (``M``): selective state-space duality (Dao & Gu, 2024)."""
+"""Mamba-2 (``M``): selective state-space duality (Dao & Gu, 2024, arXiv 2405.21060).
+
+Parameters carry exactly the names and shapes of ``mamba_ssm.modules.mamba2.Mamba2`` (``rmsnorm=True``,
+``norm_before_gate=False``, ``D_has_hdim=False``, no ``d_mlp`` split), so a state_dict moves between the two. On CUDA
+with mamba_ssm the forward is its fused ``mamba_split_conv1d_scan_combined``; elsewhere a chunked SSD scan in PyTorch
+(:mod:`archsearch.layers.ssd_ref`) computes the same function.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from archsearch.pattern.registry import LayerSpec, register
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from archsearch.errors import ConfigError
+from archsearch.layers.backend import check_backend, resolve_backend
+from archsearch.layers.ssd_ref import gated_rms_norm, ssd_chunked, ssd_step
+from archsearch.pattern.registry import LayerCost, LayerSpec, register
+
+if TYPE_CHECKING:  # pragma: no cover
+    from archsearch.model.config import ModelConfig
+
+FUSED_REQUIRES = ("mamba_ssm", "causal_conv1d")
+FUSED_CONV_WIDTHS = (2, 3, 4)  # what causal_conv1d's kernels accept
 
 
 @dataclass(frozen=True)
@@ -17,6 +38,319 @@ class Mamba2Options:
     chunk_size: int | None = None
 
 
+@dataclass(frozen=True)
+class Mamba2Dims:
+    """Resolved and validated sizes of one Mamba-2 layer."""
+
+    d_model: int
+    d_state: int
+    headdim: int
+    expand: int
+    ngroups: int
+    d_conv: int
+    chunk_size: int
+    bias: bool = False
+
+    @property
+    def d_ssm(self) -> int:
+        return self.expand * self.d_model
+
+    @property
+    def nheads(self) -> int:
+        return self.d_ssm // self.headdim
+
+    @property
+    def conv_dim(self) -> int:
+        return self.d_ssm + 2 * self.ngroups * self.d_state
+
+    @property
+    def d_in_proj(self) -> int:  # order: [z, x, B, C, dt]
+        return 2 * self.d_ssm + 2 * self.ngroups * self.d_state + self.nheads
+
+    def validate(self, source: str | None = None) -> Mamba2Dims:
+        """Raise ConfigError unless every size is a positive int and heads/groups divide evenly."""
+        for name in ("d_model", "d_state", "headdim", "expand", "ngroups", "d_conv", "chunk_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(
+                    f"{name} must be a positive integer, found {value!r}", source, f"mamba2.{name}"
+                )
+        if self.d_ssm % self.headdim:
+            raise ConfigError(
+                f"d_ssm = expand x d_model = {self.expand} x {self.d_model} = {self.d_ssm} is not divisible by "
+                f"headdim {self.headdim}",
+                source,
+                "mamba2.headdim",
+            )
+        if self.nheads % self.ngroups:
+            raise ConfigError(
+                f"nheads = d_ssm / headdim = {self.nheads} is not divisible by ngroups {self.ngroups}",
+                source,
+                "mamba2.ngroups",
+            )
+        return self
+
+    @classmethod
+    def from_config(
+        cls, cfg: ModelConfig, opts: Mamba2Options | None = None, layer_idx: int | None = None
+    ) -> Mamba2Dims:
+        """Model-config values overridden by the layer's pattern attributes, validated."""
+
+        def pick(name: str) -> Any:
+            value = getattr(opts, name, None) if opts is not None else None
+            return getattr(cfg.mamba2, name) if value is None else value
+
+        dims = cls(
+            d_model=cfg.d_model,
+            **{f: pick(f) for f in ("d_state", "headdim", "expand", "ngroups", "d_conv", "chunk_size")},
+            bias=cfg.bias,
+        )
+        return dims.validate(f"layer {layer_idx} (M)" if layer_idx is not None else "mamba2 layer")
+
+
+class GatedRMSNorm(nn.Module):
+    """``rmsnorm(x * silu(z)) * weight`` over groups of ``group_size`` (mamba_ssm's RMSNormGated, gate first)."""
+
+    def __init__(self, dim: int, group_size: int, eps: float = 1e-5, device: Any = None, dtype: Any = None):
+        super().__init__()
+        self.eps = eps
+        self.group_size = group_size
+        self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return gated_rms_norm(x, z, self.weight, self.eps, self.group_size)
+
+
+class Mamba2Mixer(nn.Module):
+    """One Mamba-2 mixer: in_proj -> causal depthwise conv + SiLU -> SSD scan + D skip -> gated RMSNorm -> out_proj.
+
+    Args:
+        dims: the layer's sizes (see :meth:`Mamba2Dims.from_config`).
+        backend: ``auto`` (kernels for CUDA inputs when mamba_ssm imports), ``fused`` or ``reference``.
+        layer_idx: position in the stack (kept for caches and messages).
+        dt_min, dt_max, dt_init_floor, A_init_range: initialisation ranges, as mamba_ssm.
+        device, dtype: factory arguments for the parameters.
+
+    Raises:
+        ConfigError: invalid sizes or backend name.
+        BackendError: ``fused`` requested where CUDA or mamba_ssm/causal_conv1d is missing.
+    """
+
+    def __init__(
+        self,
+        dims: Mamba2Dims,
+        *,
+        backend: str = "auto",
+        layer_idx: int | None = None,
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        A_init_range: tuple[float, float] = (1.0, 16.0),
+        device: Any = None,
+        dtype: Any = None,
+    ):
+        super().__init__()
+        self.dims = dims.validate()
+        check_backend(backend, SPEC, requires=FUSED_REQUIRES)
+        if backend == "fused" and dims.d_conv not in FUSED_CONV_WIDTHS:
+            raise ConfigError(
+                f"the fused kernels take conv widths {FUSED_CONV_WIDTHS}, found d_conv {dims.d_conv}",
+                key="mamba2.d_conv",
+            )
+        self.backend = backend
+        self.layer_idx = layer_idx
+        self.d_model, self.d_state, self.d_conv = dims.d_model, dims.d_state, dims.d_conv
+        self.headdim, self.ngroups, self.chunk_size = dims.headdim, dims.ngroups, dims.chunk_size
+        self.d_ssm, self.nheads = dims.d_ssm, dims.nheads
+        factory = {"device": device, "dtype": dtype}
+
+        self.in_proj = nn.Linear(dims.d_model, dims.d_in_proj, bias=dims.bias, **factory)
+        self.conv1d = nn.Conv1d(
+            dims.conv_dim, dims.conv_dim, kernel_size=dims.d_conv, groups=dims.conv_dim,
+            padding=dims.d_conv - 1, bias=True, **factory,
+        )  # fmt: skip
+        # dt log-uniform in [dt_min, dt_max]; dt_bias = softplus^-1(dt)
+        dt = torch.exp(
+            torch.rand(self.nheads, **factory) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        )
+        dt = torch.clamp(dt, min=dt_init_floor)
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
+        A = torch.empty(self.nheads, dtype=torch.float32, device=device).uniform_(*A_init_range)
+        self.A_log = nn.Parameter(torch.log(A).to(dtype=dtype))
+        self.D = nn.Parameter(torch.ones(self.nheads, device=device))  # float32, as mamba_ssm
+        for p in (self.dt_bias, self.A_log, self.D):
+            p._no_weight_decay = True
+        self.norm = GatedRMSNorm(self.d_ssm, group_size=self.d_ssm // self.ngroups, eps=1e-5, **factory)
+        self.out_proj = nn.Linear(self.d_ssm, dims.d_model, bias=dims.bias, **factory)
+
+    def extra_repr(self) -> str:
+        d = self.dims
+        return (
+            f"d_model={d.d_model}, d_state={d.d_state}, headdim={d.headdim}, nheads={d.nheads}, "
+            f"ngroups={d.ngroups}, d_conv={d.d_conv}, chunk_size={d.chunk_size}, backend={self.backend!r}"
+        )
+
+    def backend_for(self, x: torch.Tensor) -> str:
+        """``fused`` or ``reference`` for this input (``auto``: kernels only for CUDA tensors, when they import)."""
+        if self.backend == "auto" and self.d_conv not in FUSED_CONV_WIDTHS:
+            return "reference"
+        return resolve_backend(self.backend, SPEC, x=x, requires=FUSED_REQUIRES)
+
+    def forward(
+        self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D). With ``cache`` (from :meth:`allocate_inference_cache`, empty), the reference path
+        runs and leaves the conv and SSM states after the last token in it, ready for :meth:`step`."""
+        if cache is None and self.backend_for(x) == "fused":
+            return self._forward_fused(x)
+        return self._forward_reference(x, cache)
+
+    def _split(self, zxbcdt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return torch.split(zxbcdt, [self.d_ssm, self.dims.conv_dim, self.nheads], dim=-1)
+
+    def _forward_reference(
+        self, u: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> torch.Tensor:
+        b, seqlen, _ = u.shape
+        z, xBC, dt = self._split(self.in_proj(u))
+        xBC_t = xBC.transpose(1, 2)  # (B, conv_dim, T)
+        if cache is not None:  # the last d_conv inputs, zero-padded on the left when T < d_conv
+            cache[0].copy_(F.pad(xBC_t, (self.d_conv - seqlen, 0)))
+        xBC = F.silu(self.conv1d(xBC_t)[..., :seqlen]).transpose(1, 2)
+        x, B, C = torch.split(
+            xBC, [self.d_ssm, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1
+        )
+        x = x.reshape(b, seqlen, self.nheads, self.headdim)
+        dt = F.softplus(dt.float() + self.dt_bias.float())  # (B, T, nheads)
+        A = -torch.exp(self.A_log.float())
+        y, final = ssd_chunked(
+            x, dt, A,
+            B.reshape(b, seqlen, self.ngroups, self.d_state), C.reshape(b, seqlen, self.ngroups, self.d_state),
+            self.chunk_size,
+        )  # fmt: skip
+        if cache is not None:
+            cache[1].copy_(final)
+        y = (y + x.float() * self.D.float()[:, None]).to(xBC.dtype).reshape(b, seqlen, self.d_ssm)
+        return self.out_proj(self.norm(y, z))
+
+    def _forward_fused(self, u: torch.Tensor) -> torch.Tensor:
+        from mamba_ssm.ops.triton.ssd_combined import mamba_split_conv1d_scan_combined
+
+        return mamba_split_conv1d_scan_combined(
+            self.in_proj(u),
+            self.conv1d.weight.squeeze(1),
+            self.conv1d.bias,
+            self.dt_bias,
+            -torch.exp(self.A_log.float()),
+            D=self.D,
+            chunk_size=self.chunk_size,
+            seq_idx=None,
+            activation="silu",
+            rmsnorm_weight=self.norm.weight,
+            rmsnorm_eps=self.norm.eps,
+            outproj_weight=self.out_proj.weight,
+            outproj_bias=self.out_proj.bias,
+            headdim=self.headdim,
+            ngroups=self.ngroups,
+            norm_before_gate=False,
+        )
+
+    def allocate_inference_cache(
+        self, batch_size: int, max_seqlen: int, dtype: torch.dtype | None = None, device: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zeroed ``(conv_state (B, conv_dim, d_conv), ssm_state (B, nheads, headdim, d_state))``, as mamba_ssm
+        (the conv state is a transposed view of a (B, d_conv, conv_dim) buffer, the layout its kernels expect)."""
+        device = self.out_proj.weight.device if device is None else device
+        conv_dtype = self.conv1d.weight.dtype if dtype is None else dtype
+        conv_state = torch.zeros(batch_size, self.d_conv, self.dims.conv_dim, device=device, dtype=conv_dtype)
+        ssm_dtype = self.in_proj.weight.dtype if dtype is None else dtype
+        ssm_state = torch.zeros(
+            batch_size, self.nheads, self.headdim, self.d_state, device=device, dtype=ssm_dtype
+        )
+        return conv_state.transpose(1, 2), ssm_state
+
+    def step(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """One decoding step: (B, 1, D) -> (B, 1, D), updating ``cache`` in place."""
+        if x.shape[1] != 1:
+            raise ValueError(f"step takes one token at a time, found a (B, T, D) input with T = {x.shape[1]}")
+        conv_state, ssm_state = cache
+        dtype = x.dtype
+        z, xBC, dt = self._split(self.in_proj(x.squeeze(1)))
+        fused = self.backend_for(x) == "fused"
+        w = self.conv1d.weight.squeeze(1)  # (conv_dim, d_conv)
+        if fused:
+            from causal_conv1d import causal_conv1d_update
+
+            xBC = causal_conv1d_update(xBC, conv_state, w, self.conv1d.bias, "silu")
+        else:
+            conv_state.copy_(torch.roll(conv_state, shifts=-1, dims=-1))
+            conv_state[:, :, -1] = xBC
+            xBC = F.silu((conv_state * w).sum(-1) + self.conv1d.bias).to(dtype)
+        xs, B, C = torch.split(
+            xBC, [self.d_ssm, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1
+        )
+        b = xs.shape[0]
+        xs = xs.reshape(b, self.nheads, self.headdim)
+        B = B.reshape(b, self.ngroups, self.d_state)
+        C = C.reshape(b, self.ngroups, self.d_state)
+        A = -torch.exp(self.A_log.float())
+        if fused:
+            from mamba_ssm.ops.triton.selective_state_update import selective_state_update
+
+            p, n = self.headdim, self.d_state
+            y = selective_state_update(
+                ssm_state, xs, dt[:, :, None].expand(-1, -1, p), A[:, None, None].expand(-1, p, n), B, C,
+                self.D[:, None].expand(-1, p), z=None, dt_bias=self.dt_bias[:, None].expand(-1, p), dt_softplus=True,
+            )  # fmt: skip
+        else:
+            dt = F.softplus(dt.float() + self.dt_bias.float())
+            state, y = ssd_step(ssm_state, xs, dt, A, B, C)
+            ssm_state.copy_(state)
+            y = (y + xs.float() * self.D.float()[:, None]).to(dtype)
+        y = self.norm(y.reshape(b, self.d_ssm), z)
+        return self.out_proj(y).unsqueeze(1)
+
+
+def build(cfg: ModelConfig, opts: Mamba2Options | None, layer_idx: int) -> Mamba2Mixer:
+    """The ``M`` layer for position ``layer_idx`` of a model with config ``cfg``."""
+    return Mamba2Mixer(Mamba2Dims.from_config(cfg, opts, layer_idx), backend=cfg.backend, layer_idx=layer_idx)
+
+
+def param_count(d: Mamba2Dims) -> int:
+    """Parameters of one layer, exactly as built (in_proj, conv, dt_bias/A_log/D, norm, out_proj)."""
+    bias = d.d_in_proj + d.d_model if d.bias else 0
+    return (
+        d.d_model * d.d_in_proj
+        + d.conv_dim * (d.d_conv + 1)
+        + 3 * d.nheads
+        + d.d_ssm
+        + d.d_ssm * d.d_model
+        + bias
+    )
+
+
+def cost(cfg: ModelConfig, opts: Mamba2Options | None, seq_len: int) -> LayerCost:
+    """Parameters, forward FLOPs per token, and decode state of one ``M`` layer.
+
+    FLOPs count 2 per multiply-add: the projections (2 x their weights), the depthwise conv, and the chunked SSD
+    scan as the kernels run it with chunk Q = min(chunk_size, seq_len) and full Q x Q blocks: C.B^T scores
+    (2 Q G N per token), scores times x (2 Q H P), chunk states B^T x (2 H P N), their read-out C.state (2 H P N);
+    the cross-chunk state passing (H P N per chunk), D skip, gate and norm (about 10 d_ssm) are included roughly.
+    """
+    d = Mamba2Dims.from_config(cfg, opts)
+    q = max(1, min(d.chunk_size, seq_len))
+    h, p, n, g = d.nheads, d.headdim, d.d_state, d.ngroups
+    matmul = 2 * d.d_model * (d.d_in_proj + d.d_ssm)
+    conv = 2 * d.conv_dim * d.d_conv
+    scan = 2 * q * g * n + 2 * q * h * p + 4 * h * p * n + 2 * h * p * n / q + 10 * d.d_ssm
+    return LayerCost(
+        params=param_count(d),
+        flops_fwd_per_token=float(matmul + conv + scan),
+        kv_elems_per_token=0,
+        state_elems=d.conv_dim * d.d_conv + h * p * n,
+    )
+
+
 SPEC = register(
     LayerSpec(
         symbol="M",
@@ -25,7 +359,8 @@ SPEC = register(
         summary="Mamba-2 selective SSM (SSD); mamba_ssm.Mamba2 on GPU, chunked-scan reference elsewhere",
         options=Mamba2Options,
         megatron=True,
+        build=build,
+        cost=cost,
         fused_package="mamba_ssm",
-        unavailable="not implemented yet",
     )
 )

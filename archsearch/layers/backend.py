@@ -1,0 +1,130 @@
+"""Backend choice for layers with fused GPU kernels: mamba_ssm's kernels on CUDA, a pure-PyTorch reference elsewhere.
+
+``auto`` is decided per call from the input tensor, so one module runs the reference on CPU and the kernels once it
+is moved to a GPU; ``fused`` is a promise the user made and is checked at build time (a BackendError naming what is
+missing); ``reference`` always runs the PyTorch path.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import warnings
+from typing import TYPE_CHECKING, Literal
+
+from archsearch.errors import BackendError, ConfigError, did_you_mean
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from archsearch.pattern.registry import LayerSpec
+
+Backend = Literal["fused", "reference"]
+BACKENDS = ("auto", "fused", "reference")
+
+
+@functools.cache
+def import_error(module: str) -> str | None:
+    """Why ``module`` cannot be imported here (None when it imports). Cached: imports are tried once."""
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001  (a broken build raises anything: ImportError, OSError, RuntimeError)
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@functools.cache
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _missing(spec: LayerSpec, requires: tuple[str, ...]) -> str | None:
+    """The first reason the fused kernels of ``spec`` cannot run on this machine, or None."""
+    if not _cuda_available():
+        return "CUDA is not available on this machine"
+    packages = requires or ((spec.fused_package,) if spec.fused_package else ())
+    if not packages:
+        return f"layer type {spec.name!r} has no fused kernels"
+    for module in packages:
+        why = import_error(module)
+        if why is not None:
+            return f"the {module.split('.')[0]} package does not import ({why})"
+    return None
+
+
+def check_backend(requested: str, spec: LayerSpec, *, requires: tuple[str, ...] = ()) -> None:
+    """Validate a backend name at build time: unknown names are a ConfigError, an impossible ``fused`` a BackendError.
+
+    Args:
+        requested: ``auto``, ``fused`` or ``reference`` (the model config's ``backend``).
+        spec: the layer type asking.
+        requires: modules the fused path imports (default: ``spec.fused_package``).
+
+    Raises:
+        ConfigError: ``requested`` is not a backend name.
+        BackendError: ``fused`` was asked for on a machine without CUDA or without the kernel package.
+    """
+    if requested not in BACKENDS:
+        raise ConfigError(
+            f"backend must be one of {', '.join(BACKENDS)}, found {requested!r}",
+            key="model.backend",
+            hint=did_you_mean(str(requested), BACKENDS),
+        )
+    if requested == "fused":
+        why = _missing(spec, requires)
+        if why is not None:
+            raise BackendError(
+                f"backend 'fused' for {spec.name} ({spec.symbol}) is not available: {why}; "
+                f"install {spec.fused_package or 'the kernels'} on a CUDA machine or set model.backend to "
+                "'auto' or 'reference'"
+            )
+
+
+def resolve_backend(
+    requested: str,
+    spec: LayerSpec,
+    *,
+    x: torch.Tensor | None = None,
+    requires: tuple[str, ...] = (),
+) -> Backend:
+    """The backend to run now.
+
+    Args:
+        requested: ``auto``, ``fused`` or ``reference``.
+        spec: the layer type asking (its ``fused_package`` is what the fused path imports).
+        x: the input about to be processed; ``auto`` picks the kernels only for CUDA tensors, and ``fused`` refuses
+            CPU tensors. None: decide from the machine alone.
+        requires: modules the fused path imports (default: ``spec.fused_package``).
+
+    Returns:
+        ``"fused"`` or ``"reference"``.
+
+    Raises:
+        ConfigError: an unknown backend name.
+        BackendError: ``fused`` without CUDA, without the package, or for a tensor that is not on a GPU.
+    """
+    check_backend(requested, spec, requires=requires)
+    if requested == "reference":
+        return "reference"
+    if requested == "fused":
+        if x is not None and not x.is_cuda:
+            raise BackendError(
+                f"backend 'fused' for {spec.name} ({spec.symbol}) needs CUDA tensors, found one on {x.device}; "
+                "move the model to the GPU or set model.backend to 'auto'"
+            )
+        return "fused"
+    if x is not None and not x.is_cuda:
+        return "reference"
+    why = _missing(spec, requires)
+    if why is not None:
+        if _cuda_available():
+            _warn_once(spec.name, why)
+        return "reference"
+    return "fused"
+
+
+@functools.cache
+def _warn_once(name: str, why: str) -> None:
+    warnings.warn(f"{name}: fused kernels unavailable ({why}); using the PyTorch reference", stacklevel=3)
