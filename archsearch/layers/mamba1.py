@@ -17,7 +17,7 @@ from torch import nn
 
 from archsearch.errors import ConfigError
 from archsearch.layers.backend import check_backend, resolve_backend
-from archsearch.layers.selective_scan_ref import selective_scan, selective_state_step
+from archsearch.layers.selective_scan_ref import selective_scan, selective_state_step, upcast
 from archsearch.pattern.registry import LayerCost, LayerSpec, register
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -195,8 +195,8 @@ class Mamba1Mixer(nn.Module):
             dt, self.dt_proj.weight
         )  # (B, T, d_inner); the bias is added inside the scan, in float32
         y, last = selective_scan(
-            x, dt.transpose(1, 2), -torch.exp(self.A_log.float()), B.transpose(1, 2), C.transpose(1, 2),
-            self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+            x, dt.transpose(1, 2), -torch.exp(upcast(self.A_log)), B.transpose(1, 2), C.transpose(1, 2),
+            upcast(self.D), z=z, delta_bias=upcast(self.dt_proj.bias), delta_softplus=True,
         )  # fmt: skip
         if cache is not None:
             cache[1].copy_(last)
@@ -256,7 +256,7 @@ class Mamba1Mixer(nn.Module):
             xs = F.silu((conv_state * w).sum(-1) + self.conv1d.bias).to(dtype)
         dt, B, C = torch.split(self.x_proj(xs), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight)  # bias added in the state update
-        A = -torch.exp(self.A_log.float())
+        A = -torch.exp(upcast(self.A_log))
         if fused:
             from mamba_ssm.ops.triton.selective_state_update import selective_state_update
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from archsearch.errors import ConfigError
 from archsearch.layers.backend import check_backend, resolve_backend
-from archsearch.layers.ssd_ref import gated_rms_norm, ssd_chunked, ssd_step
+from archsearch.layers.ssd_ref import gated_rms_norm, ssd_chunked, ssd_step, upcast
 from archsearch.pattern.registry import LayerCost, LayerSpec, register
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -221,8 +221,8 @@ class Mamba2Mixer(nn.Module):
             xBC, [self.d_ssm, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1
         )
         x = x.reshape(b, seqlen, self.nheads, self.headdim)
-        dt = F.softplus(dt.float() + self.dt_bias.float())  # (B, T, nheads)
-        A = -torch.exp(self.A_log.float())
+        dt = F.softplus(upcast(dt) + upcast(self.dt_bias))  # (B, T, nheads)
+        A = -torch.exp(upcast(self.A_log))
         y, final = ssd_chunked(
             x, dt, A,
             B.reshape(b, seqlen, self.ngroups, self.d_state), C.reshape(b, seqlen, self.ngroups, self.d_state),
@@ -230,7 +230,7 @@ class Mamba2Mixer(nn.Module):
         )  # fmt: skip
         if cache is not None:
             cache[1].copy_(final)
-        y = (y + x.float() * self.D.float()[:, None]).to(xBC.dtype).reshape(b, seqlen, self.d_ssm)
+        y = (y + upcast(x) * upcast(self.D)[:, None]).to(xBC.dtype).reshape(b, seqlen, self.d_ssm)
         return self.out_proj(self.norm(y, z))
 
     def _forward_fused(self, u: torch.Tensor) -> torch.Tensor:
@@ -293,7 +293,7 @@ class Mamba2Mixer(nn.Module):
         xs = xs.reshape(b, self.nheads, self.headdim)
         B = B.reshape(b, self.ngroups, self.d_state)
         C = C.reshape(b, self.ngroups, self.d_state)
-        A = -torch.exp(self.A_log.float())
+        A = -torch.exp(upcast(self.A_log))
         if fused:
             from mamba_ssm.ops.triton.selective_state_update import selective_state_update
 
@@ -303,10 +303,10 @@ class Mamba2Mixer(nn.Module):
                 self.D[:, None].expand(-1, p), z=None, dt_bias=self.dt_bias[:, None].expand(-1, p), dt_softplus=True,
             )  # fmt: skip
         else:
-            dt = F.softplus(dt.float() + self.dt_bias.float())
+            dt = F.softplus(upcast(dt) + upcast(self.dt_bias))
             state, y = ssd_step(ssm_state, xs, dt, A, B, C)
             ssm_state.copy_(state)
-            y = (y + xs.float() * self.D.float()[:, None]).to(dtype)
+            y = (y + upcast(xs) * upcast(self.D)[:, None]).to(dtype)
         y = self.norm(y.reshape(b, self.d_ssm), z)
         return self.out_proj(y).unsqueeze(1)
 

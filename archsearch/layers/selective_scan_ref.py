@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 
-def _acc(t: torch.Tensor) -> torch.Tensor:
+def upcast(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype == torch.float64 else t.float()
 
 
@@ -45,16 +45,16 @@ def selective_scan(
         (batch, d_inner, d_state), at least float32.
     """
     dtype_in = u.dtype
-    u, delta, A, B, C = _acc(u), _acc(delta), _acc(A), _acc(B), _acc(C)
+    u, delta, A, B, C = upcast(u), upcast(delta), upcast(A), upcast(B), upcast(C)
     if delta_bias is not None:
-        delta = delta + _acc(delta_bias)[:, None]
+        delta = delta + upcast(delta_bias)[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
     delta_t = delta.transpose(1, 2)  # (b, l, d): time first so each step's slice is contiguous
     decay = torch.exp(delta_t[..., None] * A)  # (b, l, d, n)
     drive = (delta_t * u.transpose(1, 2))[..., None] * B.transpose(1, 2)[:, :, None, :]  # (b, l, d, n)
     batch, d_inner, seqlen = u.shape
-    state = u.new_zeros(batch, d_inner, A.shape[1]) if initial_state is None else _acc(initial_state)
+    state = u.new_zeros(batch, d_inner, A.shape[1]) if initial_state is None else upcast(initial_state)
     states = []
     # unbind, not indexing: its backward stacks the slices' gradients once instead of one full-size zero tensor
     # per step (which made the backward quadratic in seqlen)
@@ -67,9 +67,9 @@ def selective_scan(
     else:
         y = u.new_zeros(batch, d_inner, 0)
     if D is not None:
-        y = y + u * _acc(D)[:, None]
+        y = y + u * upcast(D)[:, None]
     if z is not None:
-        y = y * F.silu(_acc(z))
+        y = y * F.silu(upcast(z))
     return y.to(dtype_in), state
 
 
@@ -94,16 +94,18 @@ def selective_state_step(
     Returns:
         ``(new_state, y)``: y (batch, d_inner) in x's dtype, the state at least float32.
     """
-    dt = _acc(dt)
+    dt = upcast(dt)
     if dt_bias is not None:
-        dt = dt + _acc(dt_bias)
+        dt = dt + upcast(dt_bias)
     if dt_softplus:
         dt = F.softplus(dt)
-    xf = _acc(x)
-    state = _acc(state) * torch.exp(dt[..., None] * _acc(A)) + (dt * xf)[..., None] * _acc(B)[:, None, :]
-    y = (state * _acc(C)[:, None, :]).sum(-1)
+    xf = upcast(x)
+    state = (
+        upcast(state) * torch.exp(dt[..., None] * upcast(A)) + (dt * xf)[..., None] * upcast(B)[:, None, :]
+    )
+    y = (state * upcast(C)[:, None, :]).sum(-1)
     if D is not None:
-        y = y + xf * _acc(D)
+        y = y + xf * upcast(D)
     if z is not None:
-        y = y * F.silu(_acc(z))
+        y = y * F.silu(upcast(z))
     return state, y.to(x.dtype)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 
-def _acc(t: torch.Tensor) -> torch.Tensor:
+def upcast(t: torch.Tensor) -> torch.Tensor:
     """At least float32 (float64 stays float64, so tests can check the algebra to 1e-12)."""
     return t if t.dtype == torch.float64 else t.float()
 
@@ -58,22 +58,25 @@ def ssd_chunked(
     k = h // g  # heads per group
     q = max(1, min(chunk_size, seqlen))
     pad = (-seqlen) % q
-    x, dt, B, C = _acc(x), _acc(dt), _acc(B), _acc(C)
+    x, dt, B, C = upcast(x), upcast(dt), upcast(B), upcast(C)
     if pad:
         x, B, C = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (x, B, C))
         dt = F.pad(dt, (0, 0, 0, pad))
     c = (seqlen + pad) // q
 
     xdt = (x * dt[..., None]).view(b, c, q, g, k, p)
-    a = (dt * _acc(A)).view(b, c, q, g, k).permute(0, 3, 4, 1, 2)  # (b, g, k, c, q) log-decay per step
+    a = (dt * upcast(A)).view(b, c, q, g, k).permute(0, 3, 4, 1, 2)  # (b, g, k, c, q) log-decay per step
     a_cs = torch.cumsum(a, dim=-1)
     Bc = B.view(b, c, q, g, n).permute(0, 3, 1, 2, 4)  # (b, g, c, q, n)
     Cc = C.view(b, c, q, g, n).permute(0, 3, 1, 2, 4)
     xg = xdt.permute(0, 3, 4, 1, 2, 5)  # (b, g, k, c, q, p)
 
     # 1. within each chunk: y_l = sum_{s<=l} (C_l . B_s) exp(a_{s+1} + ... + a_l) x_s dt_s
+    # (the decay as a difference of cumulative sums, as the kernels compute it: one pass over the q x q block)
     cb = Cc @ Bc.transpose(-1, -2)  # (b, g, c, q, q)
-    scores = cb[:, :, None] * torch.exp(segsum(a))  # (b, g, k, c, q, q)
+    causal = torch.tril(torch.ones(q, q, dtype=torch.bool, device=x.device))
+    log_decay = (a_cs[..., :, None] - a_cs[..., None, :]).masked_fill(~causal, float("-inf"))
+    scores = cb[:, :, None] * torch.exp(log_decay)  # (b, g, k, c, q, q)
     y = scores @ xg  # (b, g, k, c, q, p)
 
     # 2. the state each chunk leaves behind, starting from zero
@@ -84,7 +87,7 @@ def ssd_chunked(
     if initial_state is None:
         init = states.new_zeros(b, g, k, 1, p, n)
     else:
-        init = _acc(initial_state).view(b, g, k, 1, p, n)
+        init = upcast(initial_state).view(b, g, k, 1, p, n)
     states = torch.cat([init, states], dim=3)  # (b, g, k, c+1, p, n)
     chunk_decay = torch.exp(segsum(F.pad(a_cs[..., -1], (1, 0))))  # (b, g, k, c+1, c+1)
     states = torch.einsum("bgkzc,bgkcpn->bgkzpn", chunk_decay, states)
@@ -108,7 +111,7 @@ def ssd_naive(
     """The same scan as :func:`ssd_chunked`, one token at a time (slow; the definition the chunked form must match)."""
     b, seqlen, h, p = x.shape
     n = B.shape[-1]
-    state = _acc(x).new_zeros(b, h, p, n) if initial_state is None else _acc(initial_state)
+    state = upcast(x).new_zeros(b, h, p, n) if initial_state is None else upcast(initial_state)
     ys = []
     for t in range(seqlen):
         state, y = ssd_step(state, x[:, t], dt[:, t], A, B[:, t], C[:, t])
@@ -133,11 +136,11 @@ def ssd_step(
         ``(new_state, y)`` with y (batch, nheads, headdim), without the D skip.
     """
     h, g = x.shape[1], B.shape[1]
-    Bh = _acc(B).repeat_interleave(h // g, dim=1)  # (b, h, n)
-    Ch = _acc(C).repeat_interleave(h // g, dim=1)
-    dt = _acc(dt)
-    decay = torch.exp(dt * _acc(A))[..., None, None]  # (b, h, 1, 1)
-    state = _acc(state) * decay + (_acc(x) * dt[..., None])[..., None] * Bh[:, :, None, :]
+    Bh = upcast(B).repeat_interleave(h // g, dim=1)  # (b, h, n)
+    Ch = upcast(C).repeat_interleave(h // g, dim=1)
+    dt = upcast(dt)
+    decay = torch.exp(dt * upcast(A))[..., None, None]  # (b, h, 1, 1)
+    state = upcast(state) * decay + (upcast(x) * dt[..., None])[..., None] * Bh[:, :, None, :]
     y = (state * Ch[:, :, None, :]).sum(-1)
     return state, y
 
@@ -156,8 +159,8 @@ def gated_rms_norm(
         Same shape and dtype as ``x`` (computed in float32).
     """
     dtype = x.dtype
-    y = _acc(x) * F.silu(_acc(z))
+    y = upcast(x) * F.silu(upcast(z))
     shape = y.shape
     y = y.view(*shape[:-1], shape[-1] // group_size, group_size)
     y = y * torch.rsqrt(y.square().mean(dim=-1, keepdim=True) + eps)
-    return (y.view(shape) * _acc(weight)).to(dtype)
+    return (y.view(shape) * upcast(weight)).to(dtype)
