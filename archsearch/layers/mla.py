@@ -97,6 +97,11 @@ def resolve(
     )
 
 
+def _norm32(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply ``norm`` in its weight's dtype (fp32 unless the module was cast) and return ``x``'s dtype."""
+    return norm(x.to(norm.weight.dtype)).to(x.dtype)
+
+
 @dataclass
 class MLACache:
     """Decode cache: normalised latents (B, S, kv_lora_rank) and rotated shared keys (B, S, qk_rope_head_dim)."""
@@ -137,7 +142,11 @@ class MultiHeadLatentAttention(nn.Module):
     def _queries(self, x: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
         d = self.dims
         b, t, _ = x.shape
-        q = self.q_proj(x) if d.q_lora_rank is None else self.q_b_proj(self.q_a_norm(self.q_a_proj(x)))
+        q = (
+            self.q_proj(x)
+            if d.q_lora_rank is None
+            else self.q_b_proj(_norm32(self.q_a_norm, self.q_a_proj(x)))
+        )
         q = q.view(b, t, d.n_heads, d.qk_head_dim).transpose(1, 2)  # (B, H, T, qk)
         q_nope, q_rope = q.split([d.qk_nope_head_dim, d.qk_rope_head_dim], dim=-1)
         if self.rotary is not None:
@@ -147,7 +156,7 @@ class MultiHeadLatentAttention(nn.Module):
     def _latents(self, x: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
         d = self.dims
         latent, k_rope = self.kv_a_proj(x).split([d.kv_lora_rank, d.qk_rope_head_dim], dim=-1)
-        latent = self.kv_a_norm(latent)  # (B, T, r)
+        latent = _norm32(self.kv_a_norm, latent)  # (B, T, r)
         if self.rotary is not None:
             k_rope = self.rotary(k_rope.unsqueeze(1), offset).squeeze(1)  # one head, shared: (B, T, rope)
         return latent, k_rope

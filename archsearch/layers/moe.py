@@ -1,7 +1,7 @@
 """Mixture of experts (``E``): top-k routed MLP experts with a load-balancing loss (Switch / GShard).
 
 Router: a bias-free linear map to ``n_experts`` logits, softmax in fp32, top-k, weights renormalised over the chosen
-k. Dropless (no capacity factor): tokens are sorted by expert and each expert runs once on its slice. The auxiliary
+k (for k = 1 the raw probability scales the expert, as in Switch). Dropless (no capacity factor): tokens are sorted by expert and each expert runs once on its slice. The auxiliary
 loss ``coef * n_experts * sum_i f_i * P_i`` (f_i: share of routed assignments to expert i, P_i: mean router
 probability of expert i) is stored in ``self.aux_loss`` by every forward (training or not).
 """
@@ -92,7 +92,10 @@ class MoE(nn.Module):
         n_tok, k, n_exp = flat.shape[0], self.dims.top_k, self.dims.n_experts
         probs = self.router(flat).float().softmax(dim=-1)  # (N, E)
         weights, chosen = probs.topk(k, dim=-1)  # (N, k)
-        weights = weights / weights.sum(dim=-1, keepdim=True)
+        if (
+            k > 1
+        ):  # with k = 1 the raw probability is kept (Switch), else the LM loss could not reach the router
+            weights = weights / weights.sum(dim=-1, keepdim=True)
 
         flat_choice = chosen.reshape(-1)  # (N*k,) assignment a -> expert
         order = flat_choice.argsort(stable=True)
