@@ -57,13 +57,11 @@ class Pattern:
     # ---- text -------------------------------------------------------------------------------------------------
     def __str__(self) -> str:
         out = []
-        bounds = set(self.stage_bounds)
+        bounds = Counter(self.stage_bounds)  # a count: Megatron allows empty stages ("M||M", "|M*")
         for i, layer in enumerate(self.layers):
-            if i in bounds:
-                out.append("|")
+            out.append("|" * bounds[i])
             out.append(str(layer))
-        if len(self.layers) in bounds:
-            out.append("|")
+        out.append("|" * bounds[len(self.layers)])
         text = "".join(out)
         for depth in self.mtp:
             text += "/" + "".join(str(l) for l in depth)
@@ -101,9 +99,35 @@ class Pattern:
         return [i for i, l in enumerate(self.layers) if l.symbol == symbol]
 
     def segments(self) -> list[tuple[Layer, ...]]:
-        """The main stack split at pipeline-stage boundaries."""
-        cuts = [0, *sorted(set(self.stage_bounds)), len(self.layers)]
-        return [self.layers[a:b] for a, b in zip(cuts, cuts[1:], strict=False) if b > a or a == b == 0]
+        """The main stack split at pipeline-stage boundaries: ``len(stage_bounds) + 1`` stages, as Megatron-LM
+        counts them (``"M*|M*"`` has 2, ``"|M*"`` has 2 of which the first is empty)."""
+        cuts = [0, *sorted(self.stage_bounds), len(self.layers)]
+        return [self.layers[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
 
     def count_role(self, role: str) -> int:
         return sum(1 for l in self.layers if l.spec.role == role)
+
+    # ---- export -----------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary: canonical text, layer count, per-symbol counts/ratios/positions, stages, MTP."""
+        by_type = {}
+        for symbol, count in self.counts().items():
+            spec = registry.get(symbol)
+            by_type[symbol] = {
+                "name": spec.name,
+                "role": spec.role,
+                "count": count,
+                "ratio": count / len(self.layers),
+                "positions": self.positions(symbol),
+            }
+        return {
+            "pattern": str(self),
+            "megatron": self.is_megatron,
+            "n_layers": len(self.layers),
+            "layers": by_type,
+            "roles": {role: self.count_role(role) for role in ("mixer", "mlp")},
+            "stage_bounds": list(self.stage_bounds),
+            "stages": [len(s) for s in self.segments()],
+            "mtp_depths": len(self.mtp),
+            "mtp_stack": "".join(str(l) for l in self.mtp[0]) if self.mtp else None,
+        }
