@@ -13,5 +13,7 @@ def __getattr__(name: str):  # lazy, so the value object imports without the par
     if name == "allocate":
         from archsearch.pattern.allocate import allocate
 
+        # importing the submodule binds the package attribute "allocate" to the module; rebind the function
+        globals()["allocate"] = allocate
         return allocate
     raise AttributeError(name)
