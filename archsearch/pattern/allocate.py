@@ -17,6 +17,8 @@ from archsearch.errors import PatternError, did_you_mean
 from archsearch.pattern import registry
 from archsearch.pattern.parser import MAX_LAYERS
 from archsearch.pattern.pattern import Layer, Pattern
+from archsearch.pattern.spreads import megatron_fill, place_positions
+from archsearch.pattern.spreads import spread as spread_rule
 
 SPREADS = ("megatron", "even", "front", "back", "middle", "sandwich", "positions", "random")
 MLP_SPREADS = ("megatron", "pair")
@@ -101,76 +103,6 @@ def _choice(value: str, choices: Sequence[str], what: str) -> str:
             hint=did_you_mean(value, choices),
         )
     return value
-
-
-# ---- placement rules ----------------------------------------------------------------------------------------------
-def _megatron_spread(n_slots: int, count: int) -> list[int]:
-    """Megatron's attention rule over ``n_slots``: ``count`` picks, evenly, the first and last slot left alone."""
-    section = (n_slots - count) / (count + 1)
-    x, out = section, []
-    for i in range(n_slots):
-        if x < 0.5:
-            out.append(i)
-            x += section
-        else:
-            x -= 1
-    return out
-
-
-def _megatron_fill(n_slots: int, count: int) -> list[int]:
-    """Megatron's MLP rule over ``n_slots``: ``count`` picks, evenly, right-justified."""
-    if count == 0:
-        return []
-    ratio = (n_slots - count) / count
-    x, out = ratio, []
-    for i in range(n_slots):
-        if x < 0.5:
-            out.append(i)
-            x += ratio
-        else:
-            x -= 1
-    return out
-
-
-def _spread(rule: str, n_slots: int, count: int, rng: random.Random) -> list[int]:
-    """``count`` of ``n_slots`` free slots (indices into the free list) chosen by ``rule``."""
-    if count == 0:
-        return []
-    if count >= n_slots:
-        return list(range(n_slots))
-    if rule == "megatron":
-        return _megatron_spread(n_slots, count)
-    if rule == "even":  # one per equal section, at its end: (MMM*)x4; slot 0 is never picked
-        return [((j + 1) * n_slots + count - 1) // count - 1 for j in range(count)]
-    if rule == "front":  # a block right after the first slot, which stays base
-        return list(range(1, 1 + count))
-    if rule == "back":
-        return list(range(n_slots - count, n_slots))
-    if rule == "middle":
-        start = (n_slots - count) // 2
-        return list(range(start, start + count))
-    if rule == "sandwich":  # half after the first slot, the rest (the larger half) at the end
-        head = count // 2
-        return list(range(1, 1 + head)) + list(range(n_slots - (count - head), n_slots))
-    if rule == "random":
-        return sorted(rng.sample(range(n_slots), count))
-    raise AssertionError(rule)  # pragma: no cover - checked by allocate()
-
-
-def _place_positions(n_slots: int, free: set[int], fractions: Sequence[float]) -> list[int]:
-    """Slot ``round(p * (n_slots - 1))`` per fraction; a taken slot moves to the nearest free one (later first)."""
-    out = []
-    for p in fractions:
-        want = round(p * (n_slots - 1))
-        for d in range(n_slots):
-            hit = next((s for s in (want + d, want - d) if s in free), None)
-            if hit is not None:
-                break
-        else:  # pragma: no cover - counts are checked against the slots before
-            raise PatternError("no free slot left for a position")
-        free.discard(hit)
-        out.append(hit)
-    return out
 
 
 # ---- the allocator ------------------------------------------------------------------------------------------------
@@ -292,23 +224,23 @@ def allocate(
     if spread == "positions":
         free = set(range(n_slots))
         for sym in placing:
-            for i in _place_positions(n_slots, free, pos_by_symbol[sym]):
+            for i in place_positions(n_slots, free, pos_by_symbol[sym]):
                 slots[i] = sym
     else:
         for sym in placing:
             free = [i for i, s in enumerate(slots) if s == base_spec.symbol]
-            for j in _spread(spread, len(free), counts[sym], rng):
+            for j in spread_rule(spread, len(free), counts[sym], rng):
                 slots[free[j]] = sym
 
     if mlp_spread == "megatron":
         free = [i for i, s in enumerate(slots) if s == base_spec.symbol]
-        mlp_slots = [free[j] for j in _megatron_fill(len(free), n_mlp)]
+        mlp_slots = [free[j] for j in megatron_fill(len(free), n_mlp)]
         channel = _channel_symbols(n_mlp, rep_counts, order)
         for i, sym in zip(mlp_slots, channel, strict=True):
             slots[i] = sym
         symbols = slots
     else:
-        followed = set(_megatron_fill(n_slots, n_mlp))
+        followed = set(megatron_fill(n_slots, n_mlp))
         channel = iter(_channel_symbols(n_mlp, rep_counts, order))
         symbols = []
         for i, sym in enumerate(slots):
@@ -374,7 +306,7 @@ def _channel_symbols(n_mlp: int, rep_counts: Mapping[str, int], order: list[str]
     out = ["-"] * n_mlp
     for sym in sorted(rep_counts, key=lambda s: (rep_counts[s], order.index(s))):
         free = [i for i, s in enumerate(out) if s == "-"]
-        for j in _megatron_fill(len(free), rep_counts[sym]):
+        for j in megatron_fill(len(free), rep_counts[sym]):
             out[free[j]] = sym
     return out
 
