@@ -1,0 +1,336 @@
+"""HybridLM: a language model whose residual stack is compiled from a layer pattern.
+
+embedding -> N x [pre-norm -> layer -> residual add] -> final norm -> LM head, as Megatron-LM's hybrid MambaModel
+(each pattern symbol is one residual sub-layer) with mamba_ssm's fp32 residual stream and init scaling.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from archsearch.errors import PatternError
+from archsearch.layers.norm import make_norm
+from archsearch.model.config import ModelConfig
+from archsearch.pattern.pattern import Layer, Pattern
+
+IGNORE_INDEX = -100
+CE_CHUNK_ELEMS = 2**27  # logits per cross-entropy chunk: 128M fp32 = 512 MiB (4096 tokens at a 32K vocab)
+
+
+# ---- patterns ---------------------------------------------------------------------------------------------------
+def as_pattern(pattern: Pattern | str) -> Pattern:
+    """A Pattern; strings go through the grammar's parser (a plain-symbol fallback while it is missing)."""
+    if isinstance(pattern, Pattern):
+        return pattern
+    if not isinstance(pattern, str):
+        raise PatternError(f"expected a pattern string or Pattern, found {type(pattern).__name__}")
+    try:
+        from archsearch.pattern.parser import parse
+    except ModuleNotFoundError as exc:  # the parser lands separately
+        if exc.name != "archsearch.pattern.parser":
+            raise
+        return _parse_plain(pattern)
+    return parse(pattern)
+
+
+def _parse_plain(text: str) -> Pattern:
+    """Bare symbols, ``|`` and ``/`` only: enough to build models before the full grammar exists."""
+    from archsearch.pattern import registry
+
+    main, *mtp = text.split("/")
+    layers: list[Layer] = []
+    bounds: list[int] = []
+    for pos, ch in enumerate(main):
+        if ch == "|":
+            bounds.append(len(layers))
+        elif ch.isspace():
+            continue
+        elif registry.is_symbol(ch):
+            layers.append(Layer(ch))
+        else:
+            raise PatternError(f"unknown layer symbol {ch!r}", pattern=text, pos=pos)
+    depths = tuple(tuple(Layer(ch) for ch in d if not ch.isspace()) for d in mtp)
+    return Pattern(layers=tuple(layers), stage_bounds=tuple(bounds), mtp=depths)
+
+
+def layer_positions(pattern: Pattern) -> list[int]:
+    """Index of each main-stack layer's symbol in ``str(pattern)`` (for error carets)."""
+    bounds = set(pattern.stage_bounds)
+    pos, out = 0, []
+    for i, layer in enumerate(pattern.layers):
+        if i in bounds:
+            pos += 1
+        out.append(pos)
+        pos += len(str(layer))
+    return out
+
+
+def check_buildable(pattern: Pattern) -> None:
+    """Raise a PatternError at the first layer whose type cannot be built, or at MTP stacks.
+
+    Raises:
+        PatternError: naming the symbol, its position in the canonical pattern and why it is unavailable.
+    """
+    text = str(pattern)
+    for layer, pos in zip(pattern.layers, layer_positions(pattern), strict=True):
+        spec = layer.spec
+        if spec.build is None:
+            raise PatternError(
+                f"layer {layer.symbol!r} ({spec.name}) cannot be built: {spec.unavailable or 'no build function'}",
+                pattern=text,
+                pos=pos,
+            )
+    if pattern.mtp:
+        raise PatternError(
+            "MTP stacks are not supported yet (the main stack before '/' builds; cost estimates include MTP)",
+            pattern=text,
+            pos=text.index("/"),
+        )
+
+
+# ---- modules ----------------------------------------------------------------------------------------------------
+class Block(nn.Module):
+    """One residual sub-layer: ``norm`` then ``mixer`` (the pattern symbol's layer); the model adds the residual."""
+
+    def __init__(self, cfg: ModelConfig, layer: Layer, layer_idx: int):
+        super().__init__()
+        self.symbol = layer.symbol
+        self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
+        self.mixer = layer.spec.build(cfg, layer.options(), layer_idx)
+
+
+@dataclass
+class InferenceCache:
+    """Decode state of a whole model: one cache per block (None for stateless layers) and tokens seen so far."""
+
+    layers: list[Any]
+    batch_size: int
+    max_seqlen: int
+    seqlen_offset: int = 0
+
+
+class HybridLM(nn.Module):
+    """A causal LM built from a layer pattern.
+
+    Args:
+        cfg: sizes and options of every component.
+        pattern: a Pattern or pattern text (``"M-M-*-M-"``); pipeline bounds are ignored on one device.
+
+    Raises:
+        PatternError: a layer type that cannot be built (symbol, position and reason), or MTP stacks.
+    """
+
+    def __init__(self, cfg: ModelConfig, pattern: Pattern | str):
+        super().__init__()
+        pattern = as_pattern(pattern)
+        if not pattern.layers:
+            raise PatternError("the pattern has no layers", pattern=str(pattern))
+        check_buildable(pattern)
+        self.cfg = cfg
+        self.pattern = pattern
+        self.ce_chunk_tokens: int | None = None  # None: CE_CHUNK_ELEMS // vocab
+        vocab = cfg.padded_vocab_size
+        self.embedding = nn.Embedding(vocab, cfg.d_model)
+        self.layers = nn.ModuleList(Block(cfg, layer, i) for i, layer in enumerate(pattern.layers))
+        self.norm_f = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.d_model, vocab, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embedding.weight
+        self.reset_parameters()
+
+    # ---- init ---------------------------------------------------------------------------------------------------
+    def reset_parameters(self) -> None:
+        """Megatron-style init: every nn.Linear and the embedding normal(0, init_std), biases zero, each layer's
+        ``out_proj`` normal(0, init_std / sqrt(2 n_layers)); modules/parameters marked ``_no_reinit`` are kept."""
+        std = self.cfg.init_std
+        out_std = std / math.sqrt(2 * len(self.layers))
+        with torch.no_grad():
+            for name, module in _reinit_modules(self):
+                if isinstance(module, nn.Linear):
+                    w_std = out_std if name.rsplit(".", 1)[-1] == "out_proj" and name != "lm_head" else std
+                    if not getattr(module.weight, "_no_reinit", False):
+                        module.weight.normal_(0.0, w_std)
+                    if module.bias is not None and not getattr(module.bias, "_no_reinit", False):
+                        module.bias.zero_()
+                elif isinstance(module, nn.Embedding) and not getattr(module.weight, "_no_reinit", False):
+                    module.weight.normal_(0.0, std)
+
+    # ---- forward ------------------------------------------------------------------------------------------------
+    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Final-normalised hidden states (B, T, D) in the compute dtype; resets and refills layers' aux losses."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "aux_loss"):
+                module.aux_loss = None
+        param_dtype = self.embedding.weight.dtype
+        compute_dtype = _compute_dtype(input_ids.device.type, param_dtype)
+        x = self.embedding(input_ids)  # (B, T, D)
+        residual = x.float() if self.cfg.residual_in_fp32 else x
+        for block in self.layers:
+            h = block.norm(residual.to(param_dtype)).to(compute_dtype)
+            out = block.mixer(h)
+            residual = residual + out.to(residual.dtype)
+        return self.norm_f(residual.to(param_dtype)).to(compute_dtype)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, padded_vocab) for token ids (B, T)."""
+        return self.lm_head(self.hidden_states(input_ids))
+
+    def compute_loss(
+        self, input_ids: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean cross-entropy over labelled positions, and the sum of the layers' auxiliary losses.
+
+        Args:
+            input_ids: (B, T) token ids.
+            labels: (B, T) targets aligned with the inputs (``labels[:, t]`` is position t's target), -100 = ignored.
+
+        Returns:
+            ``(lm_loss, aux_loss)``, fp32 scalars; aux_loss is zero when no layer set one.
+        """
+        h = self.hidden_states(input_ids)
+        lm_loss = chunked_cross_entropy(h, self.lm_head.weight, labels, self._chunk_tokens())
+        aux = [
+            m.aux_loss
+            for m in self.modules()
+            if m is not self and torch.is_tensor(getattr(m, "aux_loss", None))
+        ]
+        aux_loss = (
+            torch.stack([a.float().reshape(()) for a in aux]).sum()
+            if aux
+            else h.new_zeros((), dtype=torch.float32)
+        )
+        return lm_loss, aux_loss
+
+    def _chunk_tokens(self) -> int:
+        if self.ce_chunk_tokens:
+            return self.ce_chunk_tokens
+        return max(1, CE_CHUNK_ELEMS // self.cfg.padded_vocab_size)
+
+    def num_params(self, exclude_embedding: bool = False) -> int:
+        """Parameters (shared ones once); ``exclude_embedding`` drops the input embedding table (when tied, the
+        head shares it, so it goes too), the convention of the anchors' MFU formula."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.embedding.weight.numel() if exclude_embedding else n
+
+    # ---- decode -------------------------------------------------------------------------------------------------
+    def allocate_inference_cache(
+        self,
+        batch_size: int,
+        max_seqlen: int,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> InferenceCache:
+        """Per-layer decode caches for ``batch_size`` sequences of up to ``max_seqlen`` tokens.
+
+        Raises:
+            PatternError: a sequence-mixing layer without ``step``/``allocate_inference_cache``.
+        """
+        device = device if device is not None else self.embedding.weight.device
+        caches: list[Any] = []
+        text, positions = str(self.pattern), layer_positions(self.pattern)
+        for block, pos in zip(self.layers, positions, strict=True):
+            mixer = block.mixer
+            if hasattr(mixer, "step") and hasattr(mixer, "allocate_inference_cache"):
+                caches.append(
+                    mixer.allocate_inference_cache(batch_size, max_seqlen, dtype=dtype, device=device)
+                )
+            elif _is_pointwise(block):
+                caches.append(None)
+            else:
+                raise PatternError(
+                    f"layer {block.symbol!r} has no decode step (step/allocate_inference_cache)",
+                    pattern=text,
+                    pos=pos,
+                )
+        return InferenceCache(caches, batch_size, max_seqlen)
+
+    @torch.no_grad()
+    def step(self, input_ids: torch.Tensor, cache: InferenceCache) -> torch.Tensor:
+        """One decode step: logits (B, 1, V) for the next token after ``input_ids`` (B, 1); updates ``cache``."""
+        if input_ids.dim() == 1:
+            input_ids = input_ids[:, None]
+        if cache.seqlen_offset >= cache.max_seqlen:
+            from archsearch.errors import ConfigError
+
+            raise ConfigError(f"decode cache is full: max_seqlen {cache.max_seqlen} tokens already used")
+        param_dtype = self.embedding.weight.dtype
+        compute_dtype = _compute_dtype(input_ids.device.type, param_dtype)
+        x = self.embedding(input_ids)  # (B, 1, D)
+        residual = x.float() if self.cfg.residual_in_fp32 else x
+        for block, layer_cache in zip(self.layers, cache.layers, strict=True):
+            h = block.norm(residual.to(param_dtype)).to(compute_dtype)
+            out = block.mixer.step(h, layer_cache) if layer_cache is not None else block.mixer(h)
+            if isinstance(out, tuple):  # tolerate mamba_ssm-style (out, *states) returns
+                out = out[0]
+            residual = residual + out.to(residual.dtype)
+        cache.seqlen_offset += input_ids.shape[1]
+        return self.lm_head(self.norm_f(residual.to(param_dtype)).to(compute_dtype))
+
+
+# ---- helpers ----------------------------------------------------------------------------------------------------
+def _is_pointwise(block: Block) -> bool:
+    """Per-token layers (MLP, MoE) decode by calling forward on the one new token."""
+    from archsearch.pattern import registry
+
+    return registry.get(block.symbol).role == "mlp"
+
+
+def _reinit_modules(root: nn.Module, prefix: str = ""):
+    """(name, module) pairs under ``root``, skipping whole subtrees marked ``_no_reinit``."""
+    for name, child in root.named_children():
+        if getattr(child, "_no_reinit", False):
+            continue
+        full = f"{prefix}{name}"
+        yield full, child
+        yield from _reinit_modules(child, full + ".")
+
+
+def _compute_dtype(device_type: str, param_dtype: torch.dtype) -> torch.dtype:
+    if device_type in ("cuda", "cpu", "xpu", "mps") and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return param_dtype
+
+
+def _ce_sum(h: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    logits = F.linear(h, weight).float()  # (chunk, V): the only fp32 logits alive at a time
+    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def chunked_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk_tokens: int
+) -> torch.Tensor:
+    """Mean cross-entropy of ``hidden @ weight.T`` against ``labels`` without materialising all logits.
+
+    Tokens are processed ``chunk_tokens`` at a time; each chunk runs under activation checkpointing, so backward
+    recomputes one chunk's logits at a time instead of keeping them all.
+
+    Args:
+        hidden: (..., D) final hidden states.
+        weight: (V, D) LM head weight.
+        labels: (...) targets, -100 = ignored.
+        chunk_tokens: tokens per chunk.
+
+    Returns:
+        fp32 scalar: the sum over labelled tokens divided by their count (0 when none is labelled).
+    """
+    h = hidden.reshape(-1, hidden.shape[-1])
+    y = labels.reshape(-1).to(h.device)
+    total = h.new_zeros((), dtype=torch.float32)
+    use_ckpt = (
+        torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad) and h.shape[0] > chunk_tokens
+    )
+    for start in range(0, h.shape[0], chunk_tokens):
+        hc, yc = h[start : start + chunk_tokens], y[start : start + chunk_tokens]
+        if use_ckpt:
+            total = total + checkpoint(_ce_sum, hc, weight, yc, use_reentrant=False)
+        else:
+            total = total + _ce_sum(hc, weight, yc)
+    count = (y != IGNORE_INDEX).sum().clamp_min(1)
+    return total / count

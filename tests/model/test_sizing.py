@@ -1,0 +1,81 @@
+"""Iso-parameter sizing: very different layer mixes land on the same budget; the cost count is the built count."""
+
+from __future__ import annotations
+
+import pytest
+
+from archsearch.cost import count_params
+from archsearch.errors import ConfigError
+from archsearch.model.build import build_model
+from archsearch.model.presets import get_preset
+from archsearch.model.sizing import fit_to_budget, width_step
+from archsearch.pattern import parse
+
+BUDGET = 20_000_000
+PATTERNS = {
+    "pure attention": "*-" * 8,
+    "pure mamba2": "M" * 16,
+    "8% attention hybrid": "M-M-M-*-M-M-M-M-M-M-*-M-",  # 2 of 24 layers
+}
+
+
+@pytest.fixture
+def cfg():
+    return get_preset("toy")[0]
+
+
+@pytest.mark.parametrize("name", sorted(PATTERNS))
+def test_different_mixes_land_within_two_percent_of_the_budget(cfg, name):
+    pattern = PATTERNS[name]
+    sized = fit_to_budget(pattern, cfg, BUDGET, solve="d_model", multiple=8)
+    n = count_params(pattern, sized)
+    assert abs(n - BUDGET) / BUDGET < 0.02, (name, sized.d_model, n)
+    assert sized.d_model % width_step(parse(pattern), cfg, 8) == 0
+    # Everything else is kept.
+    assert (
+        sized.mamba2 == cfg.mamba2 and sized.attention == cfg.attention and sized.vocab_size == cfg.vocab_size
+    )
+    model = build_model(pattern, sized, device="meta")
+    assert model.num_params() == n
+
+
+def test_solved_width_is_the_closest_multiple(cfg):
+    pattern = PATTERNS["8% attention hybrid"]
+    sized = fit_to_budget(pattern, cfg, BUDGET, multiple=8)
+    step = width_step(parse(pattern), cfg, 8)
+    err = abs(count_params(pattern, sized) - BUDGET)
+    for d in (sized.d_model - step, sized.d_model + step):
+        assert abs(count_params(pattern, cfg.replace(d_model=d)) - BUDGET) >= err
+
+
+def test_solve_d_ff_keeps_width_and_is_close(cfg):
+    pattern = "M-M-*-M-"
+    sized = fit_to_budget(pattern, cfg, 600_000, solve="d_ff", multiple=8)
+    assert sized.d_model == cfg.d_model and sized.mlp.d_ff % 8 == 0
+    n = count_params(pattern, sized)
+    assert abs(n - 600_000) / 600_000 < 0.01
+    assert build_model(pattern, sized).num_params() == n
+
+
+def test_width_step_respects_heads_and_mamba_groups():
+    cfg, _ = get_preset("350m")  # 8 heads of 128, Mamba-2 headdim 64 x 8 groups
+    assert width_step(parse("M-"), cfg, 64) == 256  # expand 2 x d divisible by 64 x 8
+    assert width_step(parse("*-"), cfg, 64) == 64  # 8 heads, RoPE: d must be a multiple of 16
+    twelve = cfg.replace(**{"attention.n_heads": 12, "attention.n_kv_heads": 4})
+    assert width_step(parse("*-"), twelve, 64) == 192  # lcm(64, 2 x 12)
+    assert width_step(parse("*{rope=off}-"), twelve, 64) == 192  # lcm(64, 12)
+    assert width_step(parse("*{heads=5,kv_heads=1}-"), cfg, 8) == 40
+    sized = fit_to_budget("M-*-", cfg, 300_000_000)
+    assert sized.d_model % 256 == 0
+    build_model("M-*-", sized, device="meta")  # valid for every layer
+
+
+def test_errors(cfg):
+    with pytest.raises(ConfigError, match="no layer whose size follows mlp.d_ff"):
+        fit_to_budget("MM*", cfg, 1_000_000, solve="d_ff")
+    with pytest.raises(ConfigError, match="below the smallest"):
+        fit_to_budget("M-", cfg, 1000)
+    with pytest.raises(ConfigError, match="solve must be"):
+        fit_to_budget("M-", cfg, 1_000_000, solve="layers")
+    with pytest.raises(ConfigError, match="positive"):
+        fit_to_budget("M-", cfg, -5)
