@@ -1,16 +1,34 @@
 """Proxy data: the default corpus (stdlib Python docs), user corpora, synthetic recall tasks, metrics, mixing.
 
-``make_datamodule(data, tasks, seq_len, batch_size, seed, ...)`` is the entry point; see docs/data.md.
+``make_datamodule(data, tasks, seq_len, batch_size, seed, ...)`` is the entry point; see docs/data.md. The
+DataModule parts (which import Lightning) load on first use, so ``archsearch.data.tasks`` stays light.
 """
 
 from __future__ import annotations
 
-from archsearch.data.build import make_datamodule, normalise_weights
-from archsearch.data.datamodule import HybridDataModule, Mixture, TrainStream, collate
+import importlib
+from typing import Any
+
 from archsearch.data.metrics import TaskAccuracy, exact_match, token_hits
 from archsearch.data.rng import HELDOUT_SEED_OFFSET
 from archsearch.data.tasks import TASKS, Task, make_task, task_names
 from archsearch.data.tokenizer import ByteTokenizer, Tokenizer, get_tokenizer
+
+_LAZY = {
+    "make_datamodule": "archsearch.data.build",
+    "normalise_weights": "archsearch.data.build",
+    "HybridDataModule": "archsearch.data.datamodule",
+    "Mixture": "archsearch.data.datamodule",
+    "TrainStream": "archsearch.data.datamodule",
+    "collate": "archsearch.data.datamodule",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'archsearch.data' has no attribute {name!r}")
+
 
 __all__ = [
     "HELDOUT_SEED_OFFSET",
