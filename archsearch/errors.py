@@ -44,7 +44,7 @@ class PatternError(ArchsearchError, ValueError):
     def render(self) -> str:
         if self.pattern is None:
             return str(self)
-        shown = self.pattern.replace("\n", " ").replace("\t", " ")
+        shown = self.pattern.replace("\r", " ").replace("\n", " ").replace("\t", " ")
         lines = [str(self), "  " + shown]
         if self.pos is not None:
             lines.append("  " + " " * min(self.pos, len(shown)) + "^")
