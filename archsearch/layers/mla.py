@@ -161,7 +161,15 @@ class MultiHeadLatentAttention(nn.Module):
             k_rope = self.rotary(k_rope.unsqueeze(1), offset).squeeze(1)  # one head, shared: (B, T, rope)
         return latent, k_rope
 
-    def _attend(self, q_nope, q_rope, latent, k_rope, q_start: int) -> torch.Tensor:
+    def _attend(
+        self,
+        q_nope: torch.Tensor,
+        q_rope: torch.Tensor,
+        latent: torch.Tensor,
+        k_rope: torch.Tensor,
+        q_start: int,
+    ) -> torch.Tensor:
+        """Expand keys/values from the latents and attend; queries start at absolute position ``q_start``."""
         d = self.dims
         b, h, tq, _ = q_nope.shape
         tk = latent.shape[1]
