@@ -10,36 +10,36 @@ import contextlib
 
 import torch
 
-from archsearch.errors import BackendError
+from archsearch.errors import ConfigError, did_you_mean
+from archsearch.layers.backend import BACKENDS
+from archsearch.layers.backend import check_backend as check_layer_backend
 from archsearch.model.config import ModelConfig
 from archsearch.model.hybrid_lm import HybridLM, as_pattern, check_buildable
 from archsearch.pattern.pattern import Pattern
 
 
 def check_backend(pattern: Pattern, cfg: ModelConfig) -> None:
-    """Refuse ``backend="fused"`` when a layer's fused kernels cannot run here.
+    """Validate ``cfg.backend`` for every layer type in ``pattern`` before anything is allocated.
+
+    ``fused`` concerns only layer types with fused kernels (Mamba-2, Mamba-1, the parallel block); attention and MLPs
+    run through PyTorch (SDPA) under every backend.
 
     Raises:
-        BackendError: naming the layer type and the missing package (or CUDA).
+        ConfigError: an unknown backend name.
+        BackendError: ``fused`` where a layer's kernels cannot run here (no CUDA or no package), naming both.
     """
-    specs = {layer.spec.symbol: layer.spec for layer in pattern.layers}
-    try:
-        from archsearch.layers.backend import resolve_backend
-    except ModuleNotFoundError as exc:
-        if exc.name != "archsearch.layers.backend":
-            raise
-        resolve_backend = None
-    for spec in specs.values():
-        if spec.fused_package is None:
-            continue
-        if resolve_backend is not None:
-            resolve_backend(cfg.backend, spec)
-        elif cfg.backend == "fused" and not spec.fused_available():
-            missing = "CUDA" if not torch.cuda.is_available() else f"the {spec.fused_package} package"
-            raise BackendError(
-                f"backend 'fused' for layer {spec.symbol!r} ({spec.name}) needs {missing}; "
-                "use backend 'auto' or 'reference'"
-            )
+    if cfg.backend not in BACKENDS:
+        raise ConfigError(
+            f"backend must be one of {', '.join(BACKENDS)}, found {cfg.backend!r}",
+            key="model.backend",
+            hint=did_you_mean(str(cfg.backend), BACKENDS),
+        )
+    seen = set()
+    for layer in pattern.layers:
+        spec = layer.spec
+        if spec.fused_package is not None and spec.symbol not in seen:
+            seen.add(spec.symbol)
+            check_layer_backend(cfg.backend, spec)
 
 
 def build_model(

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from archsearch.cost import count_params
-from archsearch.errors import BackendError, PatternError
+from archsearch.errors import BackendError, ConfigError, PatternError
 from archsearch.model.build import build_model
 from archsearch.model.hybrid_lm import HybridLM
 from archsearch.model.presets import get_preset
@@ -63,3 +63,10 @@ def test_unknown_symbol_is_a_pattern_error():
     with pytest.raises(PatternError) as info:
         build_model("M-Q", cfg)
     assert info.value.pos == 2
+
+
+def test_unknown_backend_name_is_a_config_error():
+    cfg, _ = get_preset("toy")
+    with pytest.raises(ConfigError, match="backend must be one of") as info:
+        build_model("*-", cfg.replace(backend="fussed"))
+    assert "did you mean 'fused'" in str(info.value)
