@@ -13,8 +13,9 @@ from typing import Any
 
 from archsearch.data.corpus import TokenSplits, load_default_corpus
 from archsearch.data.datamodule import HybridDataModule
-from archsearch.data.files import check_token_ids, load_user_corpus
+from archsearch.data.files import load_user_corpus
 from archsearch.data.tasks import make_task, task_names
+from archsearch.data.token_files import check_token_ids
 from archsearch.data.tokenizer import get_tokenizer
 from archsearch.errors import ConfigError, did_you_mean
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -19,152 +18,24 @@ from pathlib import Path
 import numpy as np
 
 from archsearch.data.corpus import TokenSplits
+from archsearch.data.token_files import MappedTokens, open_token_file, sub_range
 from archsearch.data.tokenizer import ByteTokenizer, Tokenizer
 from archsearch.errors import DataError
 
 TEXT_SUFFIXES = (".txt", ".md")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
-TOKEN_DTYPES = ("uint8", "uint16", "uint32", "int32", "int64")
-# Megatron-LM indexed datasets: the dtype code in the .idx header (megatron/core/datasets/indexed_dataset.py).
-MEGATRON_DTYPES = {
-    1: "uint8",
-    2: "int8",
-    3: "int16",
-    4: "int32",
-    5: "int64",
-    6: "float64",
-    7: "float32",
-    8: "uint16",
-}
-_MEGATRON_MAGIC = b"MMIDIDX\x00\x00"
 _CACHE_VERSION = 1
 _TEXT_CHUNK_BYTES = 1 << 24  # tokenise 16 MiB at a time
-_CHECK_CHUNK = 1 << 24  # max-id scan: 16M tokens at a time
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Token files
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _dtype_from_name(path: Path) -> str | None:
-    for part in path.name.lower().split(".")[1:]:
-        if part in ("u16", "uint16"):
-            return "uint16"
-        if part in ("u32", "uint32"):
-            return "uint32"
-    return None
-
-
-def megatron_dtype(idx_path: Path) -> str:
-    """The token dtype named in a Megatron-LM ``.idx`` header.
-
-    Raises:
-        DataError: when the file is not a Megatron index or names a non-integer dtype.
-    """
-    with open(idx_path, "rb") as f:
-        head = f.read(len(_MEGATRON_MAGIC) + 9)
-    if len(head) < len(_MEGATRON_MAGIC) + 9 or not head.startswith(_MEGATRON_MAGIC):
-        raise DataError(f"{idx_path}: not a Megatron-LM index file (expected the MMIDIDX header)")
-    (code,) = struct.unpack("<B", head[len(_MEGATRON_MAGIC) + 8 :])
-    name = MEGATRON_DTYPES.get(code)
-    if name is None or name.startswith("float"):
-        raise DataError(f"{idx_path}: dtype code {code} ({name or 'unknown'}) is not an integer token dtype")
-    return name
-
-
-def infer_token_dtype(path: Path, dtype: str | None = None) -> tuple[str, str]:
-    """(dtype, how it was decided) for a raw token file.
-
-    Order: the ``dtype`` argument (the flag); a Megatron ``.idx`` beside the ``.bin``; a JSON sidecar
-    ``<file>.json`` with a ``"dtype"`` key; a ``.u16``/``.u32`` (or ``.uint16``/``.uint32``) part in the file name;
-    otherwise uint16, the dtype nanoGPT's prepare scripts write.
-
-    Raises:
-        DataError: for a dtype that is not an integer token dtype.
-    """
-    how = "--token-dtype"
-    if dtype is None:
-        idx = path.with_suffix(".idx")
-        sidecar = path.with_name(path.name + ".json")
-        if path.suffix == ".bin" and idx.is_file():
-            dtype, how = megatron_dtype(idx), f"Megatron index {idx.name}"
-        elif sidecar.is_file():
-            try:
-                dtype, how = str(json.loads(sidecar.read_text())["dtype"]), f"sidecar {sidecar.name}"
-            except (ValueError, KeyError, TypeError) as exc:
-                raise DataError(f'{sidecar}: expected a JSON object with a "dtype" key ({exc})') from exc
-        elif (named := _dtype_from_name(path)) is not None:
-            dtype, how = named, "file name"
-        else:
-            dtype, how = "uint16", "default (nanoGPT's uint16)"
-    if dtype not in TOKEN_DTYPES:
-        raise DataError(
-            f"{path}: token dtype {dtype!r} (from {how}) is not supported: expected one of {', '.join(TOKEN_DTYPES)}"
-        )
-    return dtype, how
-
-
-def open_token_file(path: str | Path, dtype: str | None = None) -> np.ndarray:
-    """Memory-map a flat token file (``.bin`` raw ids or ``.npy``) read-only.
-
-    Raises:
-        DataError: for a missing or empty file, a size that is not a whole number of tokens, or a bad dtype.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"token file {path} does not exist")
-    if path.suffix == ".npy":
-        try:
-            arr = np.load(path, mmap_mode="r")
-        except ValueError as exc:
-            raise DataError(f"{path}: not a readable .npy array ({exc})") from exc
-        if arr.ndim != 1 or arr.dtype.name not in TOKEN_DTYPES:
-            raise DataError(
-                f"{path}: expected a 1-D array of token ids with dtype in {', '.join(TOKEN_DTYPES)}, "
-                f"found shape {arr.shape} dtype {arr.dtype}"
-            )
-    else:
-        name, how = infer_token_dtype(path, dtype)
-        itemsize = np.dtype(name).itemsize
-        size = path.stat().st_size
-        if size % itemsize:
-            raise DataError(
-                f"{path}: size {size} bytes is not a multiple of {itemsize} (dtype {name} from {how}); "
-                "wrong --token-dtype?"
-            )
-        if size == 0:
-            raise DataError(f"token file {path} is empty")
-        arr = np.memmap(path, dtype=name, mode="r")
-    if len(arr) == 0:
-        raise DataError(f"token file {path} is empty")
-    return arr
-
-
-def check_token_ids(tokens: np.ndarray, vocab_size: int, description: str) -> int:
-    """Scan ``tokens`` in chunks (memory stays bounded) and return the largest id.
-
-    Raises:
-        DataError: when an id is negative or >= ``vocab_size``, naming the first offending position.
-    """
-    top = -1
-    for start in range(0, len(tokens), _CHECK_CHUNK):
-        chunk = np.asarray(tokens[start : start + _CHECK_CHUNK])
-        lo, hi = int(chunk.min()), int(chunk.max())
-        if lo < 0 or hi >= vocab_size:
-            bad = int(np.flatnonzero((chunk < 0) | (chunk >= vocab_size))[0])
-            raise DataError(
-                f"{description}: token id {int(chunk[bad])} at position {start + bad} is outside the model "
-                f"vocabulary [0, {vocab_size}) (largest id in this chunk {hi}); pass the tokenizer that made "
-                "these tokens (--tokenizer) or a larger --vocab-size, or check --token-dtype"
-            )
-        top = max(top, hi)
-    return top
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Text -> cached token file
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def _byte_level(tokenizer: Tokenizer) -> bool:
+    """True for the plain byte tokenizer, whose ids are the file's bytes (no decoding, any chunk boundary)."""
+    return isinstance(tokenizer, ByteTokenizer) and tokenizer.name == "byte"
 
 
 def default_cache_dir() -> Path:
@@ -224,7 +95,7 @@ def cached_tokens(
                 for piece in documents:
                     if piece is None:
                         ids = np.asarray([tokenizer.eos_id], dtype=dtype)
-                    elif isinstance(piece, bytes) and isinstance(tokenizer, ByteTokenizer):
+                    elif isinstance(piece, bytes) and _byte_level(tokenizer):
                         ids = tokenizer.encode_bytes(piece).astype(dtype, copy=False)
                         content += len(ids)
                     else:
@@ -242,7 +113,7 @@ def cached_tokens(
             if os.path.exists(tmp):
                 os.unlink(tmp)
     meta = json.loads(meta_path.read_text())
-    return np.memmap(bin_path, dtype=meta["dtype"], mode="r"), bin_path
+    return MappedTokens(bin_path, meta["dtype"]), bin_path
 
 
 def _file_pieces(files: list[Path], tokenizer: Tokenizer) -> Iterator[str | bytes | None]:
@@ -251,7 +122,7 @@ def _file_pieces(files: list[Path], tokenizer: Tokenizer) -> Iterator[str | byte
         with open(f, "rb") as fh:
             leftover = b""
             while chunk := fh.read(_TEXT_CHUNK_BYTES):
-                if isinstance(tokenizer, ByteTokenizer):
+                if _byte_level(tokenizer):
                     yield chunk
                     continue
                 chunk = leftover + chunk
@@ -297,7 +168,9 @@ def split_tail(tokens: np.ndarray, val_fraction: float, description: str) -> Tok
         raise DataError(f"validation fraction must be in (0, 1), got {val_fraction}")
     n_val = max(1, int(round(len(tokens) * val_fraction)))
     return TokenSplits(
-        train=tokens[: len(tokens) - n_val], val=tokens[len(tokens) - n_val :], description=description
+        train=sub_range(tokens, 0, len(tokens) - n_val),
+        val=sub_range(tokens, len(tokens) - n_val, len(tokens)),
+        description=description,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import struct
 import sys
 import types
@@ -12,8 +13,9 @@ import types
 import numpy as np
 import pytest
 
-from archsearch.data import files
-from archsearch.data.files import check_token_ids, infer_token_dtype, load_user_corpus, open_token_file
+from archsearch.data import files, token_files
+from archsearch.data.files import load_user_corpus
+from archsearch.data.token_files import MappedTokens, check_token_ids, infer_token_dtype, open_token_file
 from archsearch.data.tokenizer import ByteTokenizer
 from archsearch.errors import DataError
 
@@ -36,10 +38,14 @@ def test_memmap_round_trip(tmp_path, dtype):
     path = tmp_path / f"train.{'u32.' if dtype == 'uint32' else ''}bin"
     tokens.tofile(path)  # nanoGPT's format: a flat array of ids
     back = open_token_file(path)
-    assert isinstance(back, np.memmap) and back.dtype == np.dtype(dtype)
+    assert isinstance(back, MappedTokens) and back.dtype == np.dtype(dtype)
     assert np.array_equal(back, tokens)
     splits = load_user_corpus(str(path), TOK, val_fraction=0.1)
     assert len(splits.val) == 500 and np.array_equal(np.concatenate([splits.train, splits.val]), tokens)
+    assert np.array_equal(splits.val[10:20], tokens[4510:4520])
+    # workers receive a pickled split: it must carry the file's location, not its contents
+    blob = pickle.dumps(splits.val)
+    assert len(blob) < 1000 and np.array_equal(pickle.loads(blob), tokens[4500:])
 
 
 def test_dtype_inference_order(tmp_path):
@@ -77,7 +83,7 @@ def test_text_file_is_tokenised_once_into_a_cache(tmp_path, monkeypatch):
         files, "_file_pieces", lambda *a: (pytest.fail("re-tokenised a cached file") for _ in [0])
     )
     again = load_user_corpus(str(src), TOK, val_fraction=0.1, cache_dir=cache)
-    assert isinstance(again.train, np.memmap) and np.array_equal(again.train, splits.train)
+    assert isinstance(again.train, MappedTokens) and np.array_equal(again.train, splits.train)
     monkeypatch.undo()
     # an edited file (new size and mtime) is tokenised again
     src.write_text(text + "More.\n")
@@ -160,7 +166,7 @@ def test_wrong_dtype(tmp_path):
 
 
 def test_token_id_outside_vocabulary_is_found_in_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(files, "_CHECK_CHUNK", 1000)  # force several chunks
+    monkeypatch.setattr(token_files, "_CHECK_CHUNK", 1000)  # force several chunks
     tokens = np.full(5000, 7, dtype=np.uint16)
     tokens[3456] = 50_000
     assert check_token_ids(tokens[:3000], 260, "x") == 7
@@ -182,3 +188,26 @@ def test_hf_dataset_without_the_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)
     with pytest.raises(DataError, match="needs the 'datasets' package"):
         load_user_corpus("hf:roneneldan/TinyStories", TOK)
+
+
+class _WordTokenizer(ByteTokenizer):
+    """A stand-in for an HF tokenizer: not the byte fast path, so text goes through line-aligned chunks."""
+
+    def __init__(self):
+        super().__init__()
+        self.name = "test-words"
+        self.calls = 0
+
+    def encode(self, text):
+        self.calls += 1
+        return super().encode(text)
+
+
+def test_text_is_streamed_in_line_aligned_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "_TEXT_CHUNK_BYTES", 64)
+    text = "".join(f"line {i}: some words here\n" for i in range(100))
+    (tmp_path / "big.txt").write_text(text)
+    tok = _WordTokenizer()
+    splits = load_user_corpus(str(tmp_path / "big.txt"), tok, cache_dir=tmp_path / "c")
+    assert tok.calls > 30  # many chunks, never the whole file at once
+    assert TOK.decode(np.concatenate([splits.train, splits.val])) == text + "<eos>"
