@@ -1,0 +1,220 @@
+"""Lightning callbacks of a training run: divergence guard, throughput/MFU, periodic atomic checkpoints, faults."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from archsearch.train.config import DivergenceConfig
+
+
+class Diverged(Exception):
+    """Raised by :class:`DivergenceGuard` to stop a run; ``train()`` turns it into status "diverged"."""
+
+    def __init__(self, reason: str, step: int):
+        super().__init__(reason)
+        self.reason = reason
+        self.step = step
+
+
+class InjectedCrash(RuntimeError):
+    """A simulated kill from ``fault_injection.crash_at_step`` (tests of resume and of the reliability suite)."""
+
+
+class DivergenceGuard(pl.Callback):
+    """Stops training on a non-finite loss, or (after warmup) an exploding one; see :class:`DivergenceConfig`.
+
+    Reads the module's ``last_loss`` after every micro-batch: one host sync per step, the price of never taking a
+    step past a NaN unnoticed.
+    """
+
+    def __init__(self, cfg: DivergenceConfig, vocab_size: int, warmup_steps: int):
+        self.cfg = cfg
+        self.ceiling = math.log(vocab_size) + cfg.margin
+        self.warmup_steps = cfg.warmup_steps if cfg.warmup_steps is not None else warmup_steps
+        self.ema: float | None = None
+        self.min_ema = math.inf
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss_t = getattr(pl_module, "last_loss", None)
+        if loss_t is None:
+            return
+        loss = float(loss_t)
+        step = trainer.global_step
+        if not math.isfinite(loss):
+            raise Diverged(f"non-finite training loss ({loss}) at step {step}", step)
+        a = self.cfg.smoothing
+        self.ema = loss if self.ema is None else a * self.ema + (1 - a) * loss
+        if step < self.warmup_steps:
+            return
+        self.min_ema = min(self.min_ema, self.ema)
+        if self.ema > self.ceiling:
+            raise Diverged(
+                f"training loss {self.ema:.3f} (smoothed) at step {step} exceeds ln(vocab) + {self.cfg.margin:g} "
+                f"= {self.ceiling:.3f}",
+                step,
+            )
+        if self.ema > self.cfg.factor * self.min_ema and self.ema - self.min_ema > self.cfg.min_increase:
+            raise Diverged(
+                f"training loss {self.ema:.3f} (smoothed) at step {step} exceeds {self.cfg.factor:g}x its running "
+                f"minimum {self.min_ema:.3f}",
+                step,
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ema": self.ema, "min_ema": self.min_ema}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.ema = state_dict.get("ema")
+        self.min_ema = float(state_dict.get("min_ema", math.inf))
+
+
+class ThroughputMonitor(pl.Callback):
+    """Tokens/s and model FLOPs utilisation, logged every ``log_every`` optimizer steps.
+
+    Validation time is excluded. MFU = train FLOPs per token x tokens/s / (peak FLOP/s x devices); it is None
+    (logged as nothing, shown as n/a) without CUDA or without a FLOPs estimate.
+
+    Args:
+        tokens_per_step: tokens per optimizer step over all ranks (batch x seq x accumulation x world).
+        flops_per_token: training FLOPs per token from the cost model (None when unknown).
+        peak_flops: the card's peak FLOP/s for the run's precision (None on CPU).
+        log_every: optimizer steps per logged window.
+    """
+
+    def __init__(
+        self, tokens_per_step: int, flops_per_token: float | None, peak_flops: float | None, log_every: int
+    ):
+        self.tokens_per_step = tokens_per_step
+        self.flops_per_token = flops_per_token
+        self.peak_flops = peak_flops
+        self.log_every = log_every
+        self.train_time = 0.0  # seconds spent training (not validating) in this process
+        self.steps = 0  # optimizer steps taken in this process
+        self._window_start: float | None = None
+        self._window_steps = 0
+        self._val_time = 0.0
+        self._val_start: float | None = None
+        self._last_step = -1
+        self.last_tokens_per_s: float | None = None
+
+    @staticmethod
+    def _now(pl_module: pl.LightningModule) -> float:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        return time.perf_counter()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._window_start = self._now(pl_module)
+        self._last_step = trainer.global_step
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._window_start is not None and not trainer.sanity_checking:
+            self._val_start = self._now(pl_module)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._val_start is not None:
+            self._val_time += self._now(pl_module) - self._val_start
+            self._val_start = None
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        if step == self._last_step:
+            return  # still accumulating
+        self._window_steps += step - self._last_step
+        self._last_step = step
+        if step % self.log_every == 0:
+            self._close_window(pl_module, log=True)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close_window(pl_module, log=False)
+
+    def _close_window(self, pl_module: pl.LightningModule, log: bool) -> None:
+        if self._window_start is None or self._window_steps == 0:
+            return
+        now = self._now(pl_module)
+        elapsed = max(1e-9, now - self._window_start - self._val_time)
+        self.train_time += elapsed
+        self.steps += self._window_steps
+        tps = self._window_steps * self.tokens_per_step / elapsed
+        self.last_tokens_per_s = tps
+        if log:
+            pl_module.log("perf/tokens_per_s", tps, on_step=True)
+            pl_module.log("perf/step_ms", 1000 * elapsed / self._window_steps, on_step=True)
+            mfu = self.mfu(tps, pl_module)
+            if mfu is not None:
+                pl_module.log("perf/mfu", mfu, on_step=True)
+        self._window_start = now
+        self._window_steps = 0
+        self._val_time = 0.0
+
+    def mfu(self, tokens_per_s: float | None, pl_module: pl.LightningModule) -> float | None:
+        if tokens_per_s is None or not self.flops_per_token or not self.peak_flops:
+            return None
+        if pl_module.device.type != "cuda":
+            return None
+        world = pl_module.trainer.world_size if pl_module._trainer is not None else 1
+        return self.flops_per_token * tokens_per_s / (self.peak_flops * world)
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Mean over this process's training time (None before any step)."""
+        if self.steps == 0 or self.train_time <= 0:
+            return None
+        return self.steps * self.tokens_per_step / self.train_time
+
+
+class PeriodicCheckpoint(pl.Callback):
+    """Writes ``<dir>/last.ckpt`` (atomically, through the trainer's CheckpointIO) every ``every`` optimizer steps.
+
+    On a step that also validates, the save waits for the end of that validation, so the checkpoint holds its
+    result (best validation loss, history) and a resumed run does not repeat it; other steps save right after the
+    optimizer step.
+    """
+
+    def __init__(self, dirpath: Path, every: int, val_every: int):
+        self.path = Path(dirpath) / "last.ckpt"
+        self.every = every
+        self.val_every = val_every
+        self._last_saved = -1
+
+    def _due(self, step: int) -> bool:
+        return step > 0 and step % self.every == 0 and step != self._last_saved
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        validates = step % self.val_every == 0
+        if self._due(step) and not validates:
+            self.save(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and self._due(trainer.global_step):
+            self.save(trainer)
+
+    def save(self, trainer: pl.Trainer) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)
+        self._last_saved = trainer.global_step
+
+
+class CrashInjector(pl.Callback):
+    """Raises :class:`InjectedCrash` when optimizer step ``at_step`` is about to start (after earlier saves)."""
+
+    def __init__(self, at_step: int):
+        self.at_step = at_step
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step >= self.at_step:
+            raise InjectedCrash(f"injected crash at step {trainer.global_step}")

@@ -1,0 +1,332 @@
+"""``TrainConfig``: everything one proxy training run needs, as a YAML-loadable dataclass.
+
+Defaults are proxy defaults (small models, a few hundred steps on the byte-level default corpus), following the
+paper's recipe where it applies (paper.md: AdamW (0.9, 0.95), weight decay 0.1, clip 1.0, cosine to 10% of peak);
+the peak LR is higher than the 8B recipe's 2.5e-4 because proxies are ~1000x narrower.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from archsearch.errors import ConfigError, did_you_mean
+
+
+@dataclass
+class DivergenceConfig:
+    """When a run counts as diverged (it then stops with summary status "diverged").
+
+    A non-finite loss always stops the run. After ``warmup_steps`` (None: the LR warmup), the run also stops when
+    the smoothed loss exceeds ``factor`` x its running minimum *and* the minimum by ``min_increase`` nats (the
+    absolute floor keeps near-zero task losses from tripping on noise), or exceeds ln(vocab) + ``margin`` (worse
+    than a uniform guess by a wide margin).
+    """
+
+    enabled: bool = True
+    factor: float = 3.0
+    min_increase: float = 1.0
+    margin: float = 3.0
+    smoothing: float = 0.9  # EMA of the per-step loss that the rules compare
+    warmup_steps: int | None = None
+
+
+@dataclass
+class FaultInjection:
+    """Faults for tests and the reliability suite; all off by default."""
+
+    nan_at_step: int | None = None  # the training loss becomes NaN at this global step
+    crash_at_step: int | None = None  # raise InjectedCrash when this global step starts (a simulated kill)
+
+
+@dataclass
+class TrainConfig:
+    """One training run.
+
+    The model is ``preset`` (from ``archsearch.model.presets``) with ``model`` overrides (dotted or nested keys of
+    ModelConfig). The layer pattern is ``pattern`` (a string), or, when ``layers`` is set, the allocation of
+    ``ratios`` (mixer symbol or name -> fraction, e.g. ``{"attention": 0.25}``) and ``mlp`` over ``layers`` layers
+    with ``spread``; with neither, the preset's default pattern. The data's vocabulary always replaces the
+    preset's (a byte-level corpus trains a 256-token head even for the paper's 256K-vocabulary presets).
+    """
+
+    # what to train
+    pattern: str | None = None
+    layers: int | None = None
+    ratios: dict[str, float] = field(default_factory=dict)
+    mlp: float = 0.0
+    spread: str = "megatron"
+    mlp_spread: str = "megatron"
+    preset: str = "toy"
+    model: dict[str, Any] = field(default_factory=dict)
+    target_params: int | None = None  # resize the model to this many parameters (model.sizing.fit_to_budget)
+    solve: Literal["d_model", "d_ff"] = "d_model"
+    backend: Literal["auto", "fused", "reference"] | None = None  # None: the preset's
+
+    # data
+    data: str = "default"
+    tasks: dict[str, float] | None = None  # None: LM on `data` only
+    data_options: dict[str, Any] = field(default_factory=dict)  # passed to make_datamodule as keywords
+    seq_len: int = 256
+    batch_size: int = 16
+    num_workers: int = 0
+
+    # optimisation
+    max_steps: int = 200
+    grad_accum: int = 1
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup: int | None = None  # LR warmup steps; None: 10% of max_steps (at least 1)
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+
+    # evaluation, logging, checkpoints
+    val_every: int = 50  # optimizer steps between validations (and a final one at max_steps)
+    val_batches: int = 8
+    log_every: int = 10
+    checkpoint: bool = True
+    ckpt_every: int | None = None  # None: every validation
+    name: str | None = None  # None: <time>-<preset>-<pattern>
+    runs_dir: str = "runs"
+    resume: bool = False  # continue from runs/<name>/checkpoints/last.ckpt when it exists
+    overwrite: bool = False  # start again in an existing run directory that holds a checkpoint
+
+    # hardware
+    seed: int = 0
+    precision: str = "auto"  # auto: bf16-mixed on CUDA with bf16, 32-true elsewhere
+    compile: bool = False
+    devices: int | str = 1
+    accelerator: str = "auto"
+    strategy: Literal["auto", "single", "ddp", "fsdp"] = "auto"
+    card: str = "h100"  # for MFU: the cost model's card peak
+    deterministic: bool = False
+    quiet: bool = False
+
+    divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
+    fault_injection: FaultInjection = field(default_factory=FaultInjection)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.divergence, dict):
+            self.divergence = _from_mapping(DivergenceConfig, self.divergence, "TrainConfig", "divergence.")
+        if isinstance(self.fault_injection, dict):
+            self.fault_injection = _from_mapping(
+                FaultInjection, self.fault_injection, "TrainConfig", "fault_injection."
+            )
+        if isinstance(self.betas, list):
+            self.betas = tuple(self.betas)  # type: ignore[assignment]
+
+    # ---- derived ----------------------------------------------------------------------------------------------
+    @property
+    def warmup_steps(self) -> int:
+        if self.warmup is not None:
+            return self.warmup
+        return max(1, round(0.1 * self.max_steps))
+
+    @property
+    def ckpt_interval(self) -> int:
+        return self.ckpt_every if self.ckpt_every is not None else self.val_every
+
+    def run_dir(self) -> Path:
+        if self.name is None:
+            raise ConfigError("the run has no name yet (train() assigns one)", key="name")
+        return Path(self.runs_dir) / self.name
+
+    # ---- (de)serialisation ------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (lists for tuples) for YAML and checkpoints."""
+        data = dataclasses.asdict(self)
+        data["betas"] = list(self.betas)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "train config") -> TrainConfig:
+        """Build from a (partial, nested) mapping, checking every key and value type.
+
+        Raises:
+            ConfigError: an unknown key (with "did you mean"), or a value of the wrong type, naming ``source``.
+        """
+        cfg = _from_mapping(cls, data, source, "")
+        cfg.validate(source)
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        """Load a YAML file (``yaml.safe_load``); errors name the file and the dotted key."""
+        return cls.from_dict(load_yaml(path), source=str(path))
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        data = self.to_dict()
+        data.update(changes)
+        return TrainConfig.from_dict(data, source="TrainConfig.replace")
+
+    def validate(self, source: str = "train config") -> None:
+        """Range checks that types alone cannot express."""
+
+        def bad(key: str, msg: str) -> ConfigError:
+            return ConfigError(msg, source, key)
+
+        for key in (
+            "seq_len",
+            "batch_size",
+            "max_steps",
+            "grad_accum",
+            "val_every",
+            "val_batches",
+            "log_every",
+        ):
+            if getattr(self, key) < 1:
+                raise bad(key, f"must be at least 1, found {getattr(self, key)}")
+        if self.ckpt_every is not None and self.ckpt_every < 1:
+            raise bad("ckpt_every", f"must be at least 1, found {self.ckpt_every}")
+        if self.warmup is not None and self.warmup < 0:
+            raise bad("warmup", f"must be >= 0, found {self.warmup}")
+        if not self.lr > 0:
+            raise bad("lr", f"must be positive, found {self.lr}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise bad("min_lr_ratio", f"must be in [0, 1], found {self.min_lr_ratio}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise bad("betas", f"must be two numbers in [0, 1), found {list(self.betas)}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise bad("weight_decay" if self.weight_decay < 0 else "grad_clip", "must be >= 0")
+        if self.pattern is not None and self.layers is not None:
+            raise ConfigError(
+                "give either a pattern string or --layers with ratios, not both",
+                source,
+                "pattern",
+            )
+        if self.layers is not None and self.layers < 1:
+            raise bad("layers", f"must be at least 1, found {self.layers}")
+        if not 0 <= self.mlp <= 1:
+            raise bad("mlp", f"must be a fraction in [0, 1], found {self.mlp}")
+        for sym, frac in self.ratios.items():
+            if not 0 <= frac <= 1:
+                raise bad(f"ratios.{sym}", f"must be a fraction in [0, 1], found {frac}")
+        if self.tasks is not None:
+            if not self.tasks:
+                raise bad("tasks", "must name at least one task")
+            for task, weight in self.tasks.items():
+                if weight < 0:
+                    raise bad(f"tasks.{task}", f"weight must be >= 0, found {weight}")
+        if self.name is not None and (not self.name or "/" in self.name or self.name in (".", "..")):
+            raise bad("name", f"must be a plain directory name, found {self.name!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}",
+                source,
+                "precision",
+                hint=did_you_mean(self.precision, PRECISIONS),
+            )
+
+
+PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "64-true")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from ``path``; ConfigError when the file is missing, unparsable or not a mapping."""
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file: {exc.strerror or exc}", str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", str(path)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping of options, found {type(data).__name__}", str(path))
+    return data
+
+
+# ---- typed construction from mappings -------------------------------------------------------------------------
+def _from_mapping(cls: type, data: Any, source: str, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"expected a mapping, found {type(data).__name__}", source, prefix.rstrip(".") or None
+        )
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(
+                f"unknown key {key!r}", source, f"{prefix}{key}", hint=did_you_mean(str(key), fields)
+            )
+        kwargs[key] = _coerce(value, hints[key], source, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin is not None:
+        return getattr(origin, "__name__", str(origin))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
+    """``value`` checked against the annotation ``tp`` (ints accepted for floats, never bools for numbers)."""
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        errors = []
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, source, key)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise ConfigError(f"expected {_type_name(tp)}, found {value!r}", source, key)
+    if tp is type(None):
+        if value is None:
+            return None
+    elif origin is Literal:
+        if value in typing.get_args(tp) and not isinstance(value, bool):
+            return value
+        choices = [str(a) for a in typing.get_args(tp)]
+        raise ConfigError(
+            f"expected {_type_name(tp)}, found {value!r}", source, key, hint=did_you_mean(str(value), choices)
+        )
+    elif dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return _from_mapping(tp, value if value is not None else {}, source, key + ".")
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif origin is dict:
+        if isinstance(value, dict):
+            _, vtype = typing.get_args(tp)
+            return {str(k): _coerce(v, vtype, source, f"{key}.{k}") for k, v in value.items()}
+    elif origin is tuple:
+        args = typing.get_args(tp)
+        if isinstance(value, list | tuple) and len(value) == len(args):
+            return tuple(
+                _coerce(v, a, source, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+            )
+    elif tp is Any:
+        return value
+    raise ConfigError(f"expected {_type_name(tp)}, found {value!r}", source, key)

@@ -1,0 +1,165 @@
+"""The LightningModule around a HybridLM: loss (LM + MoE balancing), AdamW + warmup/cosine, validation metrics, and
+the checkpoint extras that make a resumed run continue exactly.
+
+Exact resume = Lightning's state (weights, optimizer, scheduler, loop counters) + the datamodule's position (its
+``state_dict``, which Lightning stores when the datamodule is passed to ``fit``) + every RNG state (stored here and
+put back at ``on_train_start``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from archsearch.train.config import TrainConfig
+from archsearch.train.metrics import TaskMetrics, accuracy_names, summarise
+from archsearch.train.optim import WarmupCosine, make_optimizer
+from archsearch.train.resume import capture_rng, restore_rng
+
+CKPT_KEY = "archsearch"  # our extras inside a Lightning checkpoint (plain data only)
+
+
+class HybridLMModule(pl.LightningModule):
+    """Trains ``model`` on ``datamodule``.
+
+    Args:
+        model: a built HybridLM (``forward(ids) -> logits``, ``compute_loss(ids, labels) -> (lm, aux)``).
+        cfg: the run's TrainConfig.
+        datamodule: the run's LightningDataModule (passed to ``fit`` too): ``val_names`` names its validation
+            loaders in order, ``make_metrics()`` (optional) gives each task's accuracy metric.
+        extras: plain data stored in every checkpoint (resolved pattern, model config ...).
+    """
+
+    def __init__(
+        self, model: nn.Module, cfg: TrainConfig, datamodule: Any, extras: dict[str, Any] | None = None
+    ):
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.datamodule_ = datamodule
+        self.extras = dict(extras or {})
+        self.val_names: list[str] = list(getattr(datamodule, "val_names", None) or ["lm"])
+        make_metrics = getattr(datamodule, "make_metrics", None)
+        task_acc = make_metrics() if callable(make_metrics) else None
+        self.task_acc = nn.ModuleDict({_key(n): m for n, m in (task_acc or {}).items()})
+        self.val_metrics = nn.ModuleDict(
+            {_key(n): TaskMetrics(track_accuracy=task_acc is None) for n in self.val_names}
+        )
+        self.batches_seen = 0  # training micro-batches consumed, the data position saved in checkpoints
+        self.best_val_loss = math.inf
+        self.val_history: list[tuple[int, float]] = []
+        self.last_val: dict[str, float] = {}
+        self.last_loss: torch.Tensor | None = None  # the last micro-batch's LM loss (detached), for the guard
+        self._pending_rng: dict[str, Any] | None = None
+
+    # ---- optimisation -----------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        c = self.cfg
+        opt = make_optimizer(self.model, lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay)
+        schedule = WarmupCosine(c.warmup_steps, c.max_steps, c.min_lr_ratio)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        lm_loss, aux_loss = self.model.compute_loss(batch["input_ids"], batch["labels"])
+        nan_at = self.cfg.fault_injection.nan_at_step
+        if nan_at is not None and self.global_step >= nan_at:
+            lm_loss = lm_loss * float("nan")
+        self.batches_seen += 1
+        self.last_loss = lm_loss.detach()
+        loss = lm_loss + aux_loss
+        self.log("train/loss", lm_loss, on_step=True, prog_bar=True)
+        if torch.is_tensor(aux_loss) and aux_loss.requires_grad:
+            self.log("train/aux_loss", aux_loss, on_step=True)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # global_step is the step about to be taken; log on the same cadence as the Trainer
+        if (self.global_step + 1) % self.cfg.log_every == 0:
+            grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            if grads:
+                norm = torch.linalg.vector_norm(
+                    torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
+                )
+                self.log("train/grad_norm", norm, on_step=True)
+            self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True)
+
+    # ---- validation -------------------------------------------------------------------------------------------
+    def validation_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        from archsearch.data.metrics import exact_match
+
+        ids, labels = batch["input_ids"], batch["labels"]
+        logits = self.model(ids)  # (B, T, V)
+        mask = labels != -100
+        picked = logits[mask].float()  # (N, V): only labelled positions go to fp32
+        loss_sum = F.cross_entropy(picked, labels[mask], reduction="sum")
+        level = batch.get("level")
+        if level is None:
+            level = torch.full((ids.shape[0],), -1, dtype=torch.long, device=ids.device)
+        name = self.val_names[dataloader_idx]
+        metric = self.val_metrics[_key(name)]
+        acc = self.task_acc[_key(name)] if _key(name) in self.task_acc else None
+        if acc is not None:
+            acc.update(logits, labels, level)
+        correct = exact_match(logits, labels) if metric.track_accuracy else mask[:, 0]
+        metric.update(loss_sum, mask.sum(), correct, level)
+
+    def on_validation_epoch_end(self) -> None:
+        per_task = {}
+        for name in self.val_names:
+            metric = self.val_metrics[_key(name)]
+            if metric.update_count:
+                per_task[name] = metric.compute()
+                if _key(name) in self.task_acc and self.task_acc[_key(name)].update_count:
+                    per_task[name].update(accuracy_names(self.task_acc[_key(name)].compute()))
+            metric.reset()
+            if _key(name) in self.task_acc:
+                self.task_acc[_key(name)].reset()
+        if not per_task:
+            return
+        values = summarise(per_task)
+        for key, value in values.items():
+            self.log(key, value, on_epoch=True, prog_bar=key == "val/loss", sync_dist=False)
+        self.last_val = {k: float(v) for k, v in values.items()}
+        if not self.trainer.sanity_checking:
+            loss = values["val/loss"]
+            self.val_history.append((int(self.global_step), float(loss)))
+            if math.isfinite(loss) and loss < self.best_val_loss:
+                self.best_val_loss = float(loss)
+
+    # ---- exact resume -----------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = {
+            "batches_seen": self.batches_seen,
+            "best_val_loss": self.best_val_loss,
+            "val_history": [list(v) for v in self.val_history],
+            "rng": capture_rng(),
+            "train_config": self.cfg.to_dict(),
+        }
+        state.update(self.extras)
+        checkpoint[CKPT_KEY] = state
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get(CKPT_KEY, {})
+        self.batches_seen = int(state.get("batches_seen", 0))
+        self.best_val_loss = float(state.get("best_val_loss", math.inf))
+        self.val_history = [(int(s), float(v)) for s, v in state.get("val_history", [])]
+        self._pending_rng = state.get("rng")
+
+    def on_train_start(self) -> None:
+        # RNG states go back in last, after Lightning's own setup may have drawn from them
+        if self._pending_rng is not None:
+            restore_rng(self._pending_rng)
+            self._pending_rng = None
+
+
+def _key(name: str) -> str:
+    """ModuleDict keys may not contain dots."""
+    return name.replace(".", "_")
