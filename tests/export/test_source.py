@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "viz"))
+from synthetic_study import make_grid_study, write_run_config  # noqa: E402
+
+from archsearch.errors import ConfigError, StudyError  # noqa: E402
+from archsearch.export import load_source, read_run_config  # noqa: E402
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory) -> Path:
+    return make_grid_study(tmp_path_factory.mktemp("s"), write_runs=True)
+
+
+def test_best_trial_comes_from_its_run_config(study_dir: Path):
+    src = load_source(study_dir, "best")
+    assert src.trial.number == 7 and src.pattern == src.trial.pattern
+    assert src.model.d_model == 256 and src.model.attention.n_kv_heads == 2 and src.seq_len == 128
+    assert "trial 7 of study 'ablation'" in src.origin and src.train["lr"] == 0.003
+
+
+def test_a_numbered_trial_and_bad_choices(study_dir: Path):
+    assert load_source(study_dir, "3").trial.number == 3
+    with pytest.raises(StudyError, match=r"trial 12 of study 'ablation' is PRUNED: pruned at step 150"):
+        load_source(study_dir, 12)
+    with pytest.raises(StudyError, match=r"has no trial 99 \(trials are numbered 0..23\)"):
+        load_source(study_dir, 99)
+    with pytest.raises(ConfigError, match=r"--trial.*expected 'best' or a trial number, found 'first'"):
+        load_source(study_dir, "first")
+
+
+def test_best_by_another_objective(study_dir: Path):
+    src = load_source(study_dir, "best", objective="val/phonebook/acc")
+    assert src.trial.params["attention"] == 0.25
+
+
+def test_missing_run_dir_names_the_file(tmp_path: Path):
+    bare = make_grid_study(tmp_path, write_runs=False)  # run directories recorded but never written
+    with pytest.raises(StudyError, match=r"trials/5/config\.yaml: missing, and trial 5 cannot be re-planned"):
+        load_source(bare, 5)
+
+
+def test_a_plain_run_directory(tmp_path: Path):
+    run = tmp_path / "run1"
+    write_run_config(run, "M-M-*-")
+    src = load_source(run)
+    assert src.pattern == "M-M-*-" and src.trial is None and src.origin == f"run {run}"
+    (run / "config.yaml").write_text("model: {}\n")
+    with pytest.raises(StudyError, match="expected a training config with a 'pattern' key"):
+        read_run_config(run)
+
+
+def test_partial_model_overrides_sit_on_the_preset(tmp_path: Path):
+    pytest.importorskip("archsearch.model.presets")
+    run = tmp_path / "run2"
+    run.mkdir()
+    (run / "config.yaml").write_text("pattern: M*M-\npreset: toy\nmodel: {attention: {n_heads: 2}}\n")
+    src = read_run_config(run)
+    assert src.model.attention.n_heads == 2 and src.model.d_model == 64  # toy's width
+    (run / "config.yaml").write_text("pattern: M*M-\nmodel: {d_modle: 3}\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'd_modle'.*did you mean 'd_model'"):
+        read_run_config(run)
+
+
+def test_replan_from_the_space_when_the_run_is_gone(tmp_path: Path):
+    """A real sweep space: the trial is re-planned as the sweep planned it and its pattern checked."""
+    space_mod = pytest.importorskip("archsearch.search.space")
+    suggest = pytest.importorskip("archsearch.search.suggest")
+    root = Path(__file__).parents[2]
+    space = space_mod.load_space(root / "search_spaces" / "quickstart.yaml", check_build=False)
+    study = optuna.create_study(study_name="re", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    study.set_user_attr("space", space.to_dict())
+    study.set_user_attr("objectives", [{"name": "val_loss", "direction": "minimize"}])
+    trial = study.ask()
+    plan = suggest.plan_trial(trial, space, placement_seed=space.seed + trial.number)
+    trial.set_user_attr("pattern", str(plan.pattern))
+    trial.set_user_attr("run_dir", str(tmp_path / "gone"))
+    study.tell(trial, 2.0)
+    src = load_source(tmp_path / "study.db", "best")
+    assert src.pattern == str(plan.pattern) and src.model == plan.model
+    assert "re-planned from its search space" in src.origin
