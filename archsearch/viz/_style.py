@@ -37,6 +37,18 @@ def symbol_color(symbol: str) -> str:
     return _SPARE[idx % len(_SPARE)]
 
 
+def line_color(symbol: str) -> str:
+    """The symbol's colour, darkened when too light to read as a line or marker on white (the MLP's grey)."""
+    from matplotlib.colors import to_hex, to_rgb
+
+    r, g, b = to_rgb(symbol_color(symbol))
+    luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    if luminance < 0.6:
+        return symbol_color(symbol)
+    k = 0.45 / luminance
+    return to_hex((r * k, g * k, b * k))
+
+
 def symbol_name(symbol: str) -> str:
     """The registry's name for a symbol (``"*"`` -> ``"attention"``), or the symbol when unknown."""
     return symbol_name_or(symbol, symbol)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from archsearch.viz._records import PlotNotApplicable, StudyRecords, as_records
-from archsearch.viz._style import fraction_label, new_axes, symbol_color, symbol_name
+from archsearch.viz._style import fraction_label, line_color, new_axes, symbol_name
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -57,7 +57,7 @@ def plot_objective_vs_fraction(
     if not pairs:
         raise PlotNotApplicable(f"no complete trial has a value for {obj.name!r}")
     ax = new_axes(ax, (6.4, 4.4))
-    color = symbol_color(symbol)
+    color = line_color(symbol)
     xs = np.array([p[0] for p in pairs])
     vs = np.array([p[1] for p in pairs])
     ax.scatter(xs, vs, s=14, color=color, alpha=0.35, linewidths=0, label="trial", zorder=2)
@@ -80,12 +80,13 @@ def plot_objective_vs_fraction(
         zorder=3,
     )
     best_i = int(np.argmin(gm) if obj.minimize else np.argmax(gm))
+    right_half = len(gx) > 1 and gx[best_i] > (gx.min() + gx.max()) / 2  # keep the note inside the axes
     ax.annotate(
         f"best mean {gm[best_i]:.3g} at {gx[best_i]:.3g}",
         (gx[best_i], gm[best_i]),
-        xytext=(10, -16 if obj.minimize else 10),
+        xytext=(-10 if right_half else 10, -16 if obj.minimize else 10),
         textcoords="offset points",
-        ha="left",
+        ha="right" if right_half else "left",
         fontsize=8,
     )
     ax.set_xlabel(fraction_label(symbol))

@@ -12,7 +12,7 @@ import numpy as np
 
 from archsearch.viz._patterns import main_symbols
 from archsearch.viz._records import PlotNotApplicable, StudyRecords, TrialRecord, as_records
-from archsearch.viz._style import draw_strip, new_axes, symbol_color, symbol_name
+from archsearch.viz._style import draw_strip, line_color, new_axes, symbol_name
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -69,7 +69,7 @@ def plot_placement(
             raise PlotNotApplicable(
                 "placement: neither the spread nor the attention positions (at equal count) vary"
             )
-        key, what = (lambda t: _positions(t, sym)), f"{symbol_name(sym)} positions"
+        key, what = (lambda t: _positions(t, sym)), f"{symbol_name(sym)} positions (layer indices)"
 
     frac_of = {t.number: round(t.fractions.get(sym, 0.0), 6) for t, _ in valued}
     relative = len(set(frac_of.values())) > 1
@@ -88,7 +88,7 @@ def plot_placement(
     groups = dict(sorted(groups.items(), key=lambda kv: means[kv[0]] * (1 if obj.minimize else -1)))
 
     ax = new_axes(ax, (max(6.0, 1.1 * len(groups) + 2.5), 4.6))
-    draw_strip(ax, groups, obj.minimize, color=symbol_color(sym))
+    draw_strip(ax, groups, obj.minimize, color=line_color(sym))
     if relative:
         ax.axhline(0, color="0.5", lw=0.8, ls="--")
         ax.set_ylabel(

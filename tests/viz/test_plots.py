@@ -208,3 +208,16 @@ def test_render_rejects_unknown_families_and_formats(grid_study, tmp_path: Path)
         render_figures(grid_study, tmp_path, only=["ribbon"])
     with pytest.raises(ConfigError, match=r"--format.*'jpg'"):
         render_figures(grid_study, tmp_path, formats=["jpg"])
+
+
+def test_placement_by_positions_at_a_fixed_count(tmp_path: Path):
+    study = optuna.create_study(study_name="pos", storage=f"sqlite:///{tmp_path / 'p.db'}")
+    for i, pattern in enumerate(["*MMMMMMM", "MMM*MMMM", "MMMMMMM*"] * 2):
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=2.0 - 0.01 * pattern.index("*") + 0.001 * i, user_attrs={"pattern": pattern}
+            )
+        )
+    ax = plot_placement(study)
+    assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == ["7", "3", "0"]
+    assert "attention positions" in ax.get_xlabel()
