@@ -159,7 +159,9 @@ def megatron_args(
     if uses_rope:
         if "+" not in syms and head_dim is not None and rot != head_dim:
             args += ["--rotary-percent", f"{rot / head_dim:g}"]
-        args += ["--rotary-base", f"{base:g}"]
+        if not float(base).is_integer():  # Megatron parses --rotary-base as an int
+            raise NotExpressibleError("Megatron-LM", str(p), [f"a non-integer RoPE base {base:g}"])
+        args += ["--rotary-base", str(int(base))]
 
     if syms & {"M"}:
         m = mamba2.Mamba2Dims.from_config(cfg)

@@ -115,6 +115,13 @@ def test_rope_swiglu_kv_channels_and_mamba_heads():
     assert f["--seq-length"] == ["1024"] and f["--max-position-embeddings"] == ["2048"]
 
 
+def test_rope_base_is_written_as_megatron_parses_it():
+    f = _flags(megatron_args("M*", small(attention=AttentionConfig(n_heads=8, rope=True, rope_base=1e6))))
+    assert f["--rotary-base"] == ["1000000"]
+    with pytest.raises(NotExpressibleError, match="non-integer RoPE base 10000.5"):
+        megatron_args("M*", small(attention=AttentionConfig(n_heads=8, rope=True, rope_base=10000.5)))
+
+
 def test_moe_and_relu2_flags():
     cfg = ModelConfig(
         d_model=256, mlp=MLPConfig(activation="relu2"), moe=MoEConfig(n_experts=16, top_k=4, d_ff=512)
