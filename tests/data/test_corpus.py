@@ -43,9 +43,9 @@ def test_default_corpus_loads_offline_with_fixed_split():
     splits = load_default_corpus("byte")
     assert splits.train.dtype == np.uint16 and int(splits.train.max()) <= 257
     stats = corpus_stats()
-    # ~465K characters of real prose on Python 3.11-3.12, about 10 % validation
+    # ~465-510K characters of real prose on Python 3.11-3.13; validation 6-11 % depending on the version
     assert 300_000 < stats["train_chars"] + stats["val_chars"] < 1_000_000
-    assert 0.05 < stats["val_tokens"] / (stats["train_tokens"] + stats["val_tokens"]) < 0.2
+    assert 0.04 < stats["val_tokens"] / (stats["train_tokens"] + stats["val_tokens"]) < 0.2
     assert stats["train_tokens"] == len(splits.train) and stats["val_tokens"] == len(splits.val)
     # deterministic: a second load is the same array
     again = corpus_mod._load_default.__wrapped__("byte")
