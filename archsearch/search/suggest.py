@@ -1,0 +1,238 @@
+"""From an Optuna trial to a concrete proxy: the sampled dimensions become a pattern, a model config and training
+overrides.
+
+The layer mix is allocated with ``archsearch.pattern.allocate`` (Megatron-LM's rule by default); a ``budget``
+dimension re-solves the width per trial with ``archsearch.model.sizing.fit_to_budget`` so every trial is
+iso-parameter, as the paper's ablations compare models of one size.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from archsearch.errors import ArchsearchError, ConfigError
+from archsearch.search.space import Dimension, SearchSpace, _mixer_dims
+
+# Dimensions that map onto a ModelConfig field.
+MODEL_DIMS = {
+    "rope": "attention.rope",
+    "rope_fraction": "attention.rope_fraction",
+    "kv_heads": "attention.n_kv_heads",
+    "heads": "attention.n_heads",
+    "d_model": "d_model",
+    "d_ff": "mlp.d_ff",
+}
+CORNER_LIMIT = 48  # at most this many corner combinations are allocated and built up front
+
+
+@dataclass
+class TrialPlan:
+    """What one trial trains.
+
+    Attributes:
+        values: every dimension's value for this trial, searched or fixed (positions as a list of floats).
+        pattern: the allocated ``Pattern``.
+        model: the resolved ``ModelConfig`` (after the budget fit).
+        train: TrainConfig overrides from the space (lr, train.* dimensions).
+        placement_seed: the seed used by the ``random`` spread.
+    """
+
+    values: dict[str, Any]
+    pattern: Any
+    model: Any
+    train: dict[str, Any] = field(default_factory=dict)
+    placement_seed: int | None = None
+
+    @property
+    def spread(self) -> str:
+        return self.values.get("spread", "megatron")
+
+    @property
+    def rope(self) -> bool:
+        return bool(self.model.attention.rope)
+
+
+def suggest_value(trial: Any, name: str, dim: Dimension) -> Any:
+    """The trial's value for one dimension (its fixed value when not searched)."""
+    if not dim.searched:
+        return dim.fixed
+    if dim.type == "categorical":
+        return trial.suggest_categorical(name, list(dim.choices))
+    if dim.type == "int":
+        return trial.suggest_int(name, int(dim.low), int(dim.high), step=int(dim.step or 1), log=dim.log)
+    return trial.suggest_float(name, dim.low, dim.high, step=dim.step, log=dim.log)
+
+
+def _positions(trial: Any, dim: Dimension) -> list[float]:
+    if dim.searched and dim.type != "categorical":
+        return sorted(suggest_value(trial, f"position_{i}", dim) for i in range(dim.count))
+    text = suggest_value(trial, "positions", dim)
+    return [float(x) for x in str(text).split(",") if x]
+
+
+def sample(trial: Any, space: SearchSpace) -> dict[str, Any]:
+    """Every dimension's value for ``trial`` (positions only when the spread uses them)."""
+    values: dict[str, Any] = {}
+    for name, dim in space.space.items():
+        if name != "positions":
+            values[name] = suggest_value(trial, name, dim)
+    if "positions" in space.space and values.get("spread") == "positions":
+        values["positions"] = _positions(trial, space.space["positions"])
+    return values
+
+
+def plan_trial(trial: Any, space: SearchSpace, *, placement_seed: int | None = None) -> TrialPlan:
+    """Sample the trial's dimensions and resolve them into a pattern and model config.
+
+    Raises:
+        ArchsearchError: the values do not make a buildable model (an allocation or sizing error).
+    """
+    values = sample(trial, space)
+    pattern = _allocate(values, space, placement_seed)
+    model = _model_config(values, space, pattern)
+    train = {}
+    if "lr" in values:
+        train["lr"] = float(values["lr"])
+    for name, value in values.items():
+        if name.startswith("train."):
+            train[name[6:]] = value
+    return TrialPlan(values=values, pattern=pattern, model=model, train=train, placement_seed=placement_seed)
+
+
+def _allocate(values: dict[str, Any], space: SearchSpace, placement_seed: int | None) -> Any:
+    from archsearch.pattern import registry
+    from archsearch.pattern.allocate import allocate
+
+    n_layers = values.get("layers")
+    if n_layers is None:
+        raise ConfigError("missing: the number of layers (space.layers)", space.source, "space.layers")
+    attn_symbol = registry.by_name(values.get("attention_type", "attention")).symbol
+    ratios: dict[str, float] = {}
+    for name, symbol in _mixer_dims().items():
+        if name in values and values[name] > 0:
+            target = attn_symbol if name == "attention" else symbol
+            ratios[target] = ratios.get(target, 0.0) + float(values[name])
+    mlp = float(values.get("mlp", 0.0))
+    if values.get("moe", 0) > 0 and mlp > 0:
+        ratios["E"] = float(values["moe"]) * mlp  # moe is the MoE share of the MLPs
+    kwargs: dict[str, Any] = {
+        "mlp": mlp,
+        "spread": values.get("spread", "megatron"),
+        "mlp_spread": values.get("mlp_spread", "megatron"),
+        "base": registry.by_name(values.get("base", "mamba2")).symbol,
+    }
+    if kwargs["spread"] == "positions":
+        ratios.pop(attn_symbol, None)  # the positions set the count
+        kwargs["positions"] = {attn_symbol: values["positions"]}
+    if kwargs["spread"] == "random":
+        kwargs["seed"] = placement_seed if placement_seed is not None else space.seed
+    return allocate(int(n_layers), ratios, **kwargs).pattern
+
+
+def _model_config(values: dict[str, Any], space: SearchSpace, pattern: Any) -> Any:
+    from archsearch.model.config import ModelConfig
+    from archsearch.model.presets import get_preset
+
+    base, _ = get_preset(space.preset)
+    data = _merge(base.to_dict(), space.model)
+    data["vocab_size"] = data_vocab_size(
+        space.data, tuple(sorted((space.tasks or {}).items())), space.seq_len
+    )
+    data["max_seq_len"] = max(data.get("max_seq_len", 0), space.seq_len)
+    cfg = ModelConfig.from_dict(data, source=f"{space.source}: model")
+    overrides = {MODEL_DIMS[k]: v for k, v in values.items() if k in MODEL_DIMS}
+    overrides.update({k[6:]: v for k, v in values.items() if k.startswith("model.")})
+    if overrides:
+        cfg = cfg.replace(**overrides)
+    if "budget" in values:
+        from archsearch.model.sizing import fit_to_budget
+
+        cfg = fit_to_budget(pattern, cfg, int(values["budget"]), solve=space.budget_solve)
+    return cfg
+
+
+@functools.lru_cache(maxsize=8)
+def data_vocab_size(data: str, tasks: tuple[tuple[str, float], ...], seq_len: int) -> int:
+    """The vocabulary the trial's data gives the model (training replaces the preset's with it), so the budget
+    fit and the cost model count the embedding that will really be trained."""
+    from archsearch.data import make_datamodule
+
+    dm = make_datamodule(data, dict(tasks) or None, seq_len=seq_len, batch_size=1, seed=0)
+    return int(dm.vocab_size)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+# ---- up-front checks ----------------------------------------------------------------------------------------------
+
+
+def corner_params(space: SearchSpace, limit: int = CORNER_LIMIT) -> list[dict[str, Any]]:
+    """Optuna parameter sets at the extremes of the space (all when few, else a seeded selection)."""
+    names: list[str] = []
+    options: list[list[Any]] = []
+    for name, dim in space.space.items():
+        if not dim.searched:
+            continue
+        if name == "positions" and dim.type != "categorical":
+            for i in range(dim.count):
+                names.append(f"position_{i}")
+                options.append(dim.corners())
+        else:
+            names.append(name)
+            options.append(dim.corners())
+    total = 1
+    for o in options:
+        total *= len(o)
+    if total <= limit:
+        combos = list(itertools.product(*options))
+    else:
+        rng = random.Random(space.seed)
+        combos = [tuple(o[0] for o in options), tuple(o[-1] for o in options)]
+        combos += [tuple(rng.choice(o) for o in options) for _ in range(limit - 2)]
+    return [dict(zip(names, c, strict=True)) for c in combos]
+
+
+def check_corners(space: SearchSpace) -> None:
+    """Allocate, size and build (on the meta device) the space's extreme trials.
+
+    Raises:
+        ConfigError: naming the space file and the first corner that cannot be built, with the reason.
+    """
+    import optuna
+
+    from archsearch.model.build import build_model
+
+    try:
+        data_vocab_size(space.data, tuple(sorted((space.tasks or {}).items())), space.seq_len)
+    except ArchsearchError as exc:
+        key = getattr(exc, "key", None) or "data"
+        message = getattr(exc, "message", None) or str(exc)
+        raise ConfigError(
+            f"the data cannot be served: {message}", space.source, key, getattr(exc, "hint", None)
+        ) from None
+    seen: set[tuple[str, str]] = set()
+    for params in corner_params(space):
+        trial = optuna.trial.FixedTrial(params)
+        try:
+            plan = plan_trial(trial, space, placement_seed=space.seed)
+            key = (str(plan.pattern), repr(plan.model.to_dict()))
+            if key in seen:
+                continue
+            seen.add(key)
+            build_model(plan.pattern, plan.model, device="meta")
+        except ArchsearchError as exc:
+            shown = ", ".join(f"{k}={v}" for k, v in params.items()) or "the fixed settings"
+            raise ConfigError(
+                f"the trial with {shown} cannot be built: {exc.render().splitlines()[0]}",
+                space.source,
+                "space",
+            ) from None

@@ -1,0 +1,54 @@
+"""Fixtures for the search tests: tiny space files and a private PostgreSQL server."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/postgres.py
+
+import postgres  # noqa: E402
+
+# A trial that trains for real but in seconds: toy preset, 8-token batches of 32, 4 steps, 2 validations.
+TINY = {
+    "preset": "toy",
+    "data": "default",
+    "seq_len": 32,
+    "batch_size": 2,
+    "steps": 4,
+    "val_every": 2,
+    "val_batches": 1,
+    "train": {"checkpoint": False, "log_every": 2},
+    "n_trials": 3,
+    "seed": 0,
+    "space": {
+        "layers": 4,
+        "attention": {"type": "float", "low": 0.0, "high": 0.5, "step": 0.25},
+        "mlp": {"type": "categorical", "choices": [0.0, 0.5]},
+    },
+}
+
+
+@pytest.fixture
+def write_space(tmp_path):
+    """write_space(**overrides) -> path of a YAML space file: TINY with top-level keys replaced."""
+
+    def write(name: str = "tiny", **overrides) -> Path:
+        data = {**TINY, **overrides}
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    reason = postgres.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with postgres.private_cluster() as url:
+        yield url
