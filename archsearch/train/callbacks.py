@@ -29,8 +29,9 @@ class InjectedCrash(RuntimeError):
 class DivergenceGuard(pl.Callback):
     """Stops training on a non-finite loss, or (after warmup) an exploding one; see :class:`DivergenceConfig`.
 
-    Reads the module's ``last_loss`` after every micro-batch: one host sync per step, the price of never taking a
-    step past a NaN unnoticed.
+    Checks the module's ``last_loss`` (the unscaled LM loss) of every micro-batch before its backward pass, so a
+    non-finite loss never reaches the weights: one host sync per micro-batch, the price of never training past a
+    NaN. ``step`` in the reasons is the optimizer step being computed (``global_step``, 0-based).
     """
 
     def __init__(self, cfg: DivergenceConfig, vocab_size: int, warmup_steps: int):
@@ -40,14 +41,16 @@ class DivergenceGuard(pl.Callback):
         self.ema: float | None = None
         self.min_ema = math.inf
 
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    def on_before_backward(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
     ) -> None:
-        loss_t = getattr(pl_module, "last_loss", None)
+        self.check(trainer.global_step, getattr(pl_module, "last_loss", None))
+
+    def check(self, step: int, loss_t: torch.Tensor | None) -> None:
+        """Update the smoothed loss with ``loss_t`` and raise :class:`Diverged` when a rule fires."""
         if loss_t is None:
             return
         loss = float(loss_t)
-        step = trainer.global_step
         if not math.isfinite(loss):
             raise Diverged(f"non-finite training loss ({loss}) at step {step}", step)
         a = self.cfg.smoothing

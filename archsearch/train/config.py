@@ -284,12 +284,17 @@ def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
     """``value`` checked against the annotation ``tp`` (ints accepted for floats, never bools for numbers)."""
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
-        errors = []
-        for arg in typing.get_args(tp):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # X | None: X's own, more precise message
+            return _coerce(value, options[0], source, key)
+        for arg in options:
             try:
                 return _coerce(value, arg, source, key)
-            except ConfigError as exc:
-                errors.append(exc)
+            except ConfigError:
+                continue
         raise ConfigError(f"expected {_type_name(tp)}, found {value!r}", source, key)
     if tp is type(None):
         if value is None:

@@ -20,7 +20,8 @@ def resolve_pattern(cfg: TrainConfig, preset_pattern: str | None) -> Pattern:
         PatternError: a pattern that does not parse or ratios that do not allocate.
         ConfigError: nothing to go on (no pattern, no ``layers``, a preset without a default pattern).
     """
-    from archsearch.pattern import allocate, parse
+    from archsearch.pattern.allocate import allocate  # the function (the package attribute may be the module)
+    from archsearch.pattern.parser import parse
 
     if cfg.pattern is not None:
         return parse(cfg.pattern)
