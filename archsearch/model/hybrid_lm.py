@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from archsearch.errors import PatternError
+from archsearch.errors import ConfigError, PatternError
 from archsearch.layers.norm import make_norm
 from archsearch.model.config import ModelConfig
 from archsearch.pattern.pattern import Layer, Pattern
@@ -257,8 +257,6 @@ class HybridLM(nn.Module):
         if input_ids.dim() == 1:
             input_ids = input_ids[:, None]
         if cache.seqlen_offset >= cache.max_seqlen:
-            from archsearch.errors import ConfigError
-
             raise ConfigError(f"decode cache is full: max_seqlen {cache.max_seqlen} tokens already used")
         param_dtype = self.embedding.weight.dtype
         compute_dtype = _compute_dtype(input_ids.device.type, param_dtype)
