@@ -67,7 +67,7 @@ def plot_placement(
             len(p) > 1 for p in by_count.values()
         ):  # positions that differ only with the count are no placement study
             raise PlotNotApplicable(
-                "placement: neither the spread nor the attention positions (at equal count) vary"
+                "neither the spread nor the attention positions (at equal count) vary among complete trials"
             )
         key, what = (lambda t: _positions(t, sym)), f"{symbol_name(sym)} positions (layer indices)"
 
@@ -83,7 +83,7 @@ def plot_placement(
     for t, v in sorted(valued, key=lambda tv: str(key(tv[0]))):
         groups.setdefault(key(t), []).append(v - base[frac_of[t.number]] if relative else v)
     if len(groups) < 2:
-        raise PlotNotApplicable(f"placement: only one {what} among complete trials")
+        raise PlotNotApplicable(f"only one {what} among complete trials")
     means = {k: float(np.mean(v)) for k, v in groups.items()}
     groups = dict(sorted(groups.items(), key=lambda kv: means[kv[0]] * (1 if obj.minimize else -1)))
 

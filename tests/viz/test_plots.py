@@ -131,7 +131,7 @@ def test_placement_compares_spreads_within_a_fraction(placement_study, grid_stud
     assert sorted(labels) == ["back", "even", "front", "megatron", "middle"]
     assert labels[0] == "even" and labels[-1] == "front"  # best mean first
     assert "minus mean" in ax.get_ylabel()
-    with pytest.raises(PlotNotApplicable, match="placement"):
+    with pytest.raises(PlotNotApplicable, match="neither the spread nor the attention positions"):
         plot_placement(grid_study)
 
 
