@@ -1,3 +1,4 @@
+# isort: skip_file
 """Layer types, one file each. Importing this package registers every symbol with the pattern registry."""
 
 from archsearch.layers import (  # noqa: F401  (imported for their registrations, in registry order)
