@@ -169,7 +169,7 @@ def render_markdown(
         ]
         out += top_trials_table(records, top_k, objective)
         out.append("")
-    out += ["## Pruned and failed trials", ""]
+    out += ["## Trials that did not complete", ""]
     out += failures_table(records)
     out.append("")
     if records.space:
