@@ -93,3 +93,54 @@ def test_bf16_decode_matches_forward():
         cache = m.allocate_inference_cache(1, 64)
         steps = torch.cat([m.step(x[:, i : i + 1], cache) for i in range(64)], dim=1)
     assert rel_err(steps, y) < 1e-2
+
+
+def _fused_mamba_available() -> bool:
+    try:
+        import causal_conv1d  # noqa: F401
+        import mamba_ssm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _fused_mamba_available(), reason="needs mamba_ssm and causal_conv1d (fused kernels)")
+def test_parallel_block_fused_bf16_matches_fp32_reference():
+    from archsearch.layers import parallel
+
+    cfg = cfg_with(n_kv_heads=2)
+    cfg.backend = "fused"
+    m = parallel.build(cfg, None, 0).cuda()
+    errs = compare_parallel(m)
+    # Gradients of Mamba-2's per-head scalars sum many small bf16 terms over all tokens inside the fused scan;
+    # measured on an H100: dt_bias 2.3e-2, everything else at most 7.3e-3.
+    loose = {"mamba.dt_bias", "mamba.A_log", "mamba.D"}
+    assert max(v for k, v in errs.items() if k not in loose) < 1e-2, errs
+    assert max(errs[k] for k in loose) < 5e-2, errs
+
+
+def test_parallel_block_fused_bf16_decode_matches_forward():
+    from archsearch.layers import parallel
+
+    if not _fused_mamba_available():
+        pytest.skip("needs mamba_ssm and causal_conv1d (fused kernels)")
+    cfg = cfg_with(n_kv_heads=2)
+    cfg.backend = "fused"
+    m = parallel.build(cfg, None, 0).cuda().to(torch.bfloat16).eval()
+    x = torch.randn(1, 64, D, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        y = m(x)
+        cache = m.allocate_inference_cache(1, 64)
+        steps = torch.cat([m.step(x[:, i : i + 1], cache) for i in range(64)], dim=1)
+    assert rel_err(steps, y) < 1e-2  # measured 2.6e-3 on an H100
+
+
+def compare_parallel(m: torch.nn.Module) -> dict[str, float]:
+    ref = copy.deepcopy(m)
+    ref.mamba.backend = "reference"
+    x = torch.randn(B, T, D, device="cuda")
+    y_ref, gx_ref, g_ref = run(ref, x, [SDPBackend.MATH], autocast=False)
+    y, gx, g = run(m, x, [SDPBackend.FLASH_ATTENTION], autocast=True)
+    errs = {"out": rel_err(y, y_ref), "x.grad": rel_err(gx, gx_ref)}
+    errs.update({n: rel_err(g[n], g_ref[n]) for n in g_ref})
+    return errs
