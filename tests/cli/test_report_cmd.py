@@ -1,16 +1,13 @@
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import matplotlib
 import pytest
 
 matplotlib.use("Agg")
-sys.path.insert(0, str(Path(__file__).parents[1] / "viz"))
-from synthetic_study import make_grid_study  # noqa: E402
-
 from archsearch.cli import main  # noqa: E402
+from tests.viz.synthetic_study import make_grid_study  # noqa: E402
 
 
 @pytest.fixture(scope="module")

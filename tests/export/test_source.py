@@ -1,16 +1,13 @@
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "viz"))
-from synthetic_study import make_grid_study, write_run_config  # noqa: E402
-
-from archsearch.errors import ConfigError, StudyError  # noqa: E402
-from archsearch.export import load_source, read_run_config  # noqa: E402
+from archsearch.errors import ConfigError, StudyError
+from archsearch.export import load_source, read_run_config
+from tests.viz.synthetic_study import make_grid_study, write_run_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

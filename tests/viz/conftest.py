@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -10,10 +9,10 @@ import pytest
 
 matplotlib.use("Agg")
 
-sys.path.insert(0, str(Path(__file__).parent))
 
 import optuna  # noqa: E402
-from synthetic_study import make_grid_study, make_placement_study  # noqa: E402
+
+from tests.viz.synthetic_study import make_grid_study, make_placement_study  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
