@@ -283,11 +283,23 @@ def _tag(job: WorkerJob) -> str:
     return f"[worker {job.index}]" if job.n_workers > 1 else "[sweep]"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is now (not the one at setup), so redirections and pytest's capture work."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # logging.StreamHandler.__init__ assigns it
+        pass
+
+
 def setup_logging() -> None:
     """Progress lines on stderr (once per process)."""
     logger = logging.getLogger("archsearch.search")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
