@@ -7,7 +7,7 @@ producing [q | k | v], RoPE in "rotate half" form on the first ``rope_fraction``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -162,6 +162,55 @@ def sdpa(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, **kwargs)
 
 
+DECODE_CHUNK = 256  # keys per split of the value reduction in decode_attention (parallelism at long context)
+
+
+def decode_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    pos: torch.Tensor,
+    window: int | None = None,
+    chunk: int = DECODE_CHUNK,
+) -> torch.Tensor:
+    """One query token against a whole preallocated cache, keys after ``pos`` masked: static shapes, no host sync.
+
+    The CUDA-graph form of a decode step's attention. SDPA cannot serve it (flash attention takes no mask; the
+    masked kernels do not split long key ranges, and the math fallback would copy K/V per query head for GQA), so
+    it is two batched matmuls: the query heads that share a KV head are stacked as rows of one product (no K/V
+    expansion), and the value reduction is split into ``chunk``-key pieces summed afterwards, so a long cache
+    spreads over many thread blocks even at batch 1.
+
+    Args:
+        q: (B, H, 1, d) queries (H a multiple of the KV heads; heads ``h * H/Hkv ...`` share KV head ``h``).
+        k: (B, Hkv, L, d) the full key cache; v: (B, Hkv, L, dv).
+        pos: (1,) int64, the query's absolute position; keys ``0 .. pos`` are attended (within ``window``).
+        window: sliding-window size, None for full causal attention.
+        chunk: keys per split of the value reduction (used when it divides L at least twice).
+
+    Returns:
+        (B, H, 1, dv) in ``q``'s dtype.
+    """
+    b, h, _, d = q.shape
+    hkv, length, dv = k.shape[1], k.shape[2], v.shape[-1]
+    g = h // hkv
+    qg = q.reshape(b, hkv, g, d)  # (B, Hkv, G, d): the query heads of each KV head as rows
+    scores = torch.matmul(qg, k.to(q.dtype).transpose(-1, -2)).float() * d**-0.5  # (B, Hkv, G, L)
+    kpos = torch.arange(length, device=q.device)
+    allowed = kpos <= pos
+    if window is not None:
+        allowed = allowed & (pos - kpos < window)
+    probs = scores.masked_fill_(~allowed, float("-inf")).softmax(dim=-1).to(q.dtype)
+    values = v.to(q.dtype)
+    if chunk > 0 and length % chunk == 0 and length >= 2 * chunk:
+        s = length // chunk
+        pc = probs.reshape(b, hkv, g, s, chunk).transpose(2, 3)  # (B, Hkv, S, G, chunk)
+        out = torch.matmul(pc, values.reshape(b, hkv, s, chunk, dv)).float().sum(2).to(q.dtype)
+    else:
+        out = torch.matmul(probs, values)  # (B, Hkv, G, dv)
+    return out.reshape(b, h, 1, dv)
+
+
 def average_context(seq_len: int, window: int | None) -> float:
     """Mean number of keys a query attends to over the causal positions 1..seq_len (capped by the window)."""
     if window is None or window >= seq_len:
@@ -172,11 +221,16 @@ def average_context(seq_len: int, window: int | None) -> float:
 # ---- the module -----------------------------------------------------------------------------------------------
 @dataclass
 class KVCache:
-    """Preallocated decode cache: ``k``/``v`` of shape (B, n_kv_heads, max_seqlen, head_dim); ``seqlen`` filled."""
+    """Preallocated decode cache: ``k``/``v`` of shape (B, n_kv_heads, max_seqlen, head_dim); ``seqlen`` filled.
+
+    ``pos`` set (a (1,) int64 tensor, usually shared by every layer of a model) selects the static-shape step: the
+    token goes to position ``pos`` and attends over the whole buffer with a mask; ``seqlen`` is then unused.
+    """
 
     k: torch.Tensor
     v: torch.Tensor
     seqlen: int = 0
+    pos: torch.Tensor | None = field(default=None, kw_only=True)  # keyword-only: subclasses add fields
 
 
 class CausalSelfAttention(nn.Module):
@@ -196,7 +250,9 @@ class CausalSelfAttention(nn.Module):
         self.out_proj = nn.Linear(dims.q_dim, dims.d_model, bias=dims.bias)
         self.rotary = RotaryEmbedding(dims.rot_dim, dims.rope_base, hint_len) if dims.rot_dim else None
 
-    def _qkv(self, x: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _qkv(
+        self, x: torch.Tensor, offset: int | torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, t, _ = x.shape
         d = self.dims
         q, k, v = self.in_proj(x).split([d.q_dim, d.kv_dim, d.kv_dim], dim=-1)
@@ -226,18 +282,29 @@ class CausalSelfAttention(nn.Module):
     def allocate_inference_cache(
         self, batch_size: int, max_seqlen: int, dtype: torch.dtype | None = None, device: Any = None
     ) -> KVCache:
-        """A zeroed KV cache for ``max_seqlen`` positions (a window still keeps all of them and masks)."""
+        """A zeroed KV cache for ``max_seqlen`` positions (a window still keeps all of them and masks).
+
+        RoPE tables are built for ``max_seqlen`` positions here, so a static-shape step never grows them.
+        """
         w = self.in_proj.weight
         shape = (batch_size, self.dims.n_kv_heads, max_seqlen, self.dims.head_dim)
         dtype = dtype or w.dtype
         device = device if device is not None else w.device
+        if self.rotary is not None:
+            self.rotary.tables(max_seqlen, torch.device(device))
         return KVCache(
             torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device)
         )
 
     def step(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Append ``x`` (B, T, D) (usually T = 1) after the cached positions and attend; updates ``cache``."""
+        """Append ``x`` (B, T, D) (usually T = 1) after the cached positions and attend; updates ``cache``.
+
+        With ``cache.pos`` set, the static-shape form (T = 1, CUDA-graph safe): write at ``pos``, attend over the
+        whole buffer with keys after ``pos`` masked; the caller advances ``pos``.
+        """
         t = x.shape[1]
+        if cache.pos is not None:
+            return self._step_static(x, cache)
         start, end = cache.seqlen, cache.seqlen + t
         if end > cache.k.shape[2]:
             raise ConfigError(
@@ -253,6 +320,17 @@ class CausalSelfAttention(nn.Module):
         if t > 1 or (self.dims.window is not None and end > self.dims.window):
             mask = causal_mask(start, t, end, self.dims.window, x.device)
         return self._out(sdpa(q, keys, values, mask, is_causal=False))
+
+    def _step_static(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        if x.shape[1] != 1:
+            raise ConfigError(
+                f"the static-shape decode step takes one token, found {x.shape[1]}; prefill with the eager cache"
+            )
+        pos = cache.pos
+        q, k, v = self._qkv(x, pos)
+        cache.k.index_copy_(2, pos, k.to(cache.k.dtype))
+        cache.v.index_copy_(2, pos, v.to(cache.v.dtype))
+        return self._out(decode_attention(q, cache.k, cache.v, pos, self.dims.window))
 
     def extra_repr(self) -> str:
         d = self.dims

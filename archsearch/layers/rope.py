@@ -54,14 +54,24 @@ class RotaryEmbedding(nn.Module):
         assert self._cos is not None and self._sin is not None
         return self._cos, self._sin
 
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, offset: int | torch.Tensor = 0) -> torch.Tensor:
         """Rotate the first ``rot_dim`` dims of ``x`` (B, H, T, head_dim) at positions ``offset .. offset+T-1``.
 
         The rotation is computed in fp32 and cast back, so bf16 inputs keep accurate angles at long positions.
+        ``offset`` may be a (1,) int64 tensor on ``x``'s device (static-shape decode, CUDA graphs): the positions are
+        then gathered from tables built beforehand with :meth:`tables`, without growing them or reading the value.
         """
         t = x.shape[-2]
-        cos, sin = self.tables(offset + t, x.device)
-        cos, sin = cos[offset : offset + t], sin[offset : offset + t]  # (T, rot_dim)
+        if torch.is_tensor(offset):
+            if self._cos is None or self._sin is None or self._cos.device != x.device:
+                raise RuntimeError(
+                    "a tensor position needs the rotary tables built first (tables(max_len, device))"
+                )
+            idx = offset.reshape(-1)[:1] + torch.arange(t, device=x.device)  # (T,)
+            cos, sin = self._cos.index_select(0, idx), self._sin.index_select(0, idx)
+        else:
+            cos, sin = self.tables(offset + t, x.device)
+            cos, sin = cos[offset : offset + t], sin[offset : offset + t]  # (T, rot_dim)
         rot, keep = x[..., : self.rot_dim], x[..., self.rot_dim :]
         r = rot.float()
         r = (r * cos + rotate_half(r) * sin).to(x.dtype)
