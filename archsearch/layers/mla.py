@@ -8,14 +8,21 @@ full-rank (``q_proj``) or low-rank (``q_a_proj`` -> RMSNorm -> ``q_b_proj``). Th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from archsearch.errors import ConfigError
-from archsearch.layers.attention import average_context, causal_mask, choose, positive_int, sdpa
+from archsearch.layers.attention import (
+    average_context,
+    causal_mask,
+    choose,
+    decode_attention,
+    positive_int,
+    sdpa,
+)
 from archsearch.layers.norm import make_norm
 from archsearch.layers.rope import RotaryEmbedding
 from archsearch.pattern.registry import LayerCost, LayerSpec, register
@@ -104,11 +111,15 @@ def _norm32(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class MLACache:
-    """Decode cache: normalised latents (B, S, kv_lora_rank) and rotated shared keys (B, S, qk_rope_head_dim)."""
+    """Decode cache: normalised latents (B, S, kv_lora_rank) and rotated shared keys (B, S, qk_rope_head_dim).
+
+    ``pos`` set (a (1,) int64 tensor) selects the static-shape step, as for :class:`~archsearch.layers.attention.KVCache`.
+    """
 
     latent: torch.Tensor
     k_rope: torch.Tensor
     seqlen: int = 0
+    pos: torch.Tensor | None = field(default=None, kw_only=True)  # keyword-only: subclasses add fields
 
 
 class MultiHeadLatentAttention(nn.Module):
@@ -139,7 +150,7 @@ class MultiHeadLatentAttention(nn.Module):
             RotaryEmbedding(d.qk_rope_head_dim, d.rope_base, hint_len) if d.qk_rope_head_dim else None
         )
 
-    def _queries(self, x: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _queries(self, x: torch.Tensor, offset: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         d = self.dims
         b, t, _ = x.shape
         q = (
@@ -153,7 +164,7 @@ class MultiHeadLatentAttention(nn.Module):
             q_rope = self.rotary(q_rope, offset)
         return q_nope, q_rope
 
-    def _latents(self, x: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _latents(self, x: torch.Tensor, offset: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         d = self.dims
         latent, k_rope = self.kv_a_proj(x).split([d.kv_lora_rank, d.qk_rope_head_dim], dim=-1)
         latent = _norm32(self.kv_a_norm, latent)  # (B, T, r)
@@ -167,9 +178,10 @@ class MultiHeadLatentAttention(nn.Module):
         q_rope: torch.Tensor,
         latent: torch.Tensor,
         k_rope: torch.Tensor,
-        q_start: int,
+        q_start: int | torch.Tensor,
     ) -> torch.Tensor:
-        """Expand keys/values from the latents and attend; queries start at absolute position ``q_start``."""
+        """Expand keys/values from the latents and attend; queries start at absolute position ``q_start`` (a tensor:
+        one static-shape decode query against the whole cache, later keys masked)."""
         d = self.dims
         b, h, tq, _ = q_nope.shape
         tk = latent.shape[1]
@@ -177,7 +189,9 @@ class MultiHeadLatentAttention(nn.Module):
         k_nope, v = kv.split([d.qk_nope_head_dim, d.v_head_dim], dim=-1)  # (B, H, Tk, .)
         q = torch.cat((q_nope, q_rope), dim=-1)
         k = torch.cat((k_nope, k_rope.unsqueeze(1).expand(b, h, tk, d.qk_rope_head_dim)), dim=-1)
-        if q_start == 0 and tq == tk:
+        if torch.is_tensor(q_start):
+            y = decode_attention(q, k, v, q_start, None)
+        elif q_start == 0 and tq == tk:
             y = sdpa(q, k, v, None, is_causal=True)
         else:
             mask = causal_mask(q_start, tq, tk, None, q.device) if tq > 1 else None
@@ -199,14 +213,22 @@ class MultiHeadLatentAttention(nn.Module):
         dtype = dtype or w.dtype
         device = device if device is not None else w.device
         d = self.dims
+        if self.rotary is not None:  # built now, so a static-shape step never grows them
+            self.rotary.tables(max_seqlen, torch.device(device))
         return MLACache(
             torch.zeros(batch_size, max_seqlen, d.kv_lora_rank, dtype=dtype, device=device),
             torch.zeros(batch_size, max_seqlen, d.qk_rope_head_dim, dtype=dtype, device=device),
         )
 
     def step(self, x: torch.Tensor, cache: MLACache) -> torch.Tensor:
-        """Append ``x`` (B, T, D) after the cached positions and attend (keys re-expanded from the latents)."""
+        """Append ``x`` (B, T, D) after the cached positions and attend (keys re-expanded from the latents).
+
+        With ``cache.pos`` set, the static-shape form (T = 1, CUDA-graph safe): write at ``pos``, attend over the
+        whole buffer with later positions masked (keys are expanded for every position of the buffer).
+        """
         t = x.shape[1]
+        if cache.pos is not None:
+            return self._step_static(x, cache)
         start, end = cache.seqlen, cache.seqlen + t
         if end > cache.latent.shape[1]:
             raise ConfigError(
@@ -220,6 +242,19 @@ class MultiHeadLatentAttention(nn.Module):
         cache.seqlen = end
         lat, kr = cache.latent[:, :end].to(q_nope.dtype), cache.k_rope[:, :end].to(q_nope.dtype)
         return self._attend(q_nope, q_rope, lat, kr, start)
+
+    def _step_static(self, x: torch.Tensor, cache: MLACache) -> torch.Tensor:
+        if x.shape[1] != 1:
+            raise ConfigError(
+                f"the static-shape decode step takes one token, found {x.shape[1]}; prefill with the eager cache"
+            )
+        pos = cache.pos
+        q_nope, q_rope = self._queries(x, pos)
+        latent, k_rope = self._latents(x, pos)
+        cache.latent.index_copy_(1, pos, latent.to(cache.latent.dtype))
+        cache.k_rope.index_copy_(1, pos, k_rope.to(cache.k_rope.dtype))
+        lat, kr = cache.latent.to(q_nope.dtype), cache.k_rope.to(q_nope.dtype)
+        return self._attend(q_nope, q_rope, lat, kr, pos)
 
     def extra_repr(self) -> str:
         d = self.dims
