@@ -126,7 +126,22 @@ class MoE(nn.Module):
         return None
 
     def step(self, x: torch.Tensor, cache: Any = None) -> torch.Tensor:
-        return self.forward(x)
+        """Decode form of :meth:`forward`, CUDA-graph safe: the same routing, but every expert runs on every token
+        and is weighted by its gate (zero unless chosen), so no shape depends on the routing and nothing syncs with
+        the host. Reads all experts' weights, which batched decode does anyway. Leaves ``aux_loss`` alone."""
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])  # (N, D)
+        probs = self.router(flat).float().softmax(dim=-1)  # (N, E)
+        weights, chosen = probs.topk(self.dims.top_k, dim=-1)
+        if self.dims.top_k > 1:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        gates = torch.zeros_like(probs).scatter_(1, chosen, weights)  # (N, E)
+        out = None
+        for e, expert in enumerate(self.experts):
+            y = expert(flat)
+            y = y * gates[:, e : e + 1].to(y.dtype)
+            out = y if out is None else out + y
+        return out.reshape(shape)
 
     def extra_repr(self) -> str:
         d = self.dims
