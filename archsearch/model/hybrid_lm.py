@@ -6,6 +6,7 @@ embedding -> N x [pre-norm -> layer -> residual add] -> final norm -> LM head, a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -108,12 +109,30 @@ class Block(nn.Module):
 
 @dataclass
 class InferenceCache:
-    """Decode state of a whole model: one cache per block (None for stateless layers) and tokens seen so far."""
+    """Decode state of a whole model: one cache per block (None for stateless layers) and tokens seen so far.
+
+    ``position`` is set for a static-shape cache (``allocate_inference_cache(..., static=True)``): a (1,) int64
+    tensor on the device holding the next token's position, shared by every layer's cache and advanced in place by
+    each step, so a step can be captured in a CUDA graph and replayed; ``seqlen_offset`` is then unused.
+    """
 
     layers: list[Any]
     batch_size: int
     max_seqlen: int
     seqlen_offset: int = 0
+    position: torch.Tensor | None = None
+
+    def set_position(self, n: int) -> None:
+        """Make the next step write position ``n`` (a static cache: e.g. after filling it, or between replays).
+
+        Raises:
+            ConfigError: ``n`` outside ``0 .. max_seqlen - 1`` or a cache that is not static.
+        """
+        if self.position is None:
+            raise ConfigError("set_position needs a static cache: allocate_inference_cache(..., static=True)")
+        if not 0 <= n < self.max_seqlen:
+            raise ConfigError(f"position must be in 0 .. {self.max_seqlen - 1} (max_seqlen), found {n}")
+        self.position.fill_(n)
 
 
 class HybridLM(nn.Module):
@@ -226,8 +245,13 @@ class HybridLM(nn.Module):
         max_seqlen: int,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
+        *,
+        static: bool = False,
     ) -> InferenceCache:
         """Per-layer decode caches for ``batch_size`` sequences of up to ``max_seqlen`` tokens.
+
+        ``static=True`` gives the CUDA-graph form: the position is a device tensor shared by the layers' caches,
+        each step is one token with shapes fixed by the cache (attention runs over the whole buffer, masked).
 
         Raises:
             PatternError: a sequence-mixing layer without ``step``/``allocate_inference_cache``.
@@ -249,14 +273,25 @@ class HybridLM(nn.Module):
                     pattern=text,
                     pos=pos,
                 )
-        return InferenceCache(caches, batch_size, max_seqlen)
+        cache = InferenceCache(caches, batch_size, max_seqlen)
+        if static:
+            cache.position = torch.zeros(1, dtype=torch.long, device=device)
+            for layer_cache in caches:
+                _attach_position(layer_cache, cache.position)
+        return cache
 
     @torch.no_grad()
     def step(self, input_ids: torch.Tensor, cache: InferenceCache) -> torch.Tensor:
-        """One decode step: logits (B, 1, V) for the next token after ``input_ids`` (B, 1); updates ``cache``."""
+        """One decode step: logits (B, 1, V) for the next token after ``input_ids`` (B, 1); updates ``cache``.
+
+        With a static cache the step never syncs with the host or changes shape (CUDA-graph capturable): every layer
+        takes its static path (MoE runs its dense-gated ``step``) and ``cache.position`` advances on the device; the
+        caller keeps it below ``max_seqlen``.
+        """
         if input_ids.dim() == 1:
             input_ids = input_ids[:, None]
-        if cache.seqlen_offset >= cache.max_seqlen:
+        static = cache.position is not None
+        if not static and cache.seqlen_offset >= cache.max_seqlen:
             raise ConfigError(f"decode cache is full: max_seqlen {cache.max_seqlen} tokens already used")
         param_dtype = self.embedding.weight.dtype
         compute_dtype = _compute_dtype(input_ids.device.type, param_dtype)
@@ -264,11 +299,17 @@ class HybridLM(nn.Module):
         residual = x.float() if self.cfg.residual_in_fp32 else x
         for block, layer_cache in zip(self.layers, cache.layers, strict=True):
             h = block.norm(residual.to(param_dtype)).to(compute_dtype)
-            out = block.mixer.step(h, layer_cache) if layer_cache is not None else block.mixer(h)
+            if layer_cache is not None or (static and hasattr(block.mixer, "step")):
+                out = block.mixer.step(h, layer_cache)
+            else:
+                out = block.mixer(h)
             if isinstance(out, tuple):  # tolerate mamba_ssm-style (out, *states) returns
                 out = out[0]
             residual = residual + out.to(residual.dtype)
-        cache.seqlen_offset += input_ids.shape[1]
+        if static:
+            cache.position.add_(input_ids.shape[1])
+        else:
+            cache.seqlen_offset += input_ids.shape[1]
         return self.lm_head(self.norm_f(residual.to(param_dtype)).to(compute_dtype))
 
 
@@ -278,6 +319,16 @@ def _is_pointwise(block: Block) -> bool:
     from archsearch.pattern import registry
 
     return registry.get(block.symbol).role == "mlp"
+
+
+def _attach_position(layer_cache: Any, position: torch.Tensor) -> None:
+    """Give every cache object with a ``pos`` field (attention, MLA; inside tuples too, as the parallel block's) the
+    model's shared position tensor, which switches its layer to the static-shape step."""
+    if isinstance(layer_cache, tuple | list):
+        for item in layer_cache:
+            _attach_position(item, position)
+    elif dataclasses.is_dataclass(layer_cache) and hasattr(layer_cache, "pos"):
+        layer_cache.pos = position
 
 
 def _reinit_modules(root: nn.Module, prefix: str = ""):
