@@ -10,7 +10,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from archsearch.train.config import DivergenceConfig
+from archsearch.train.config import DivergenceConfig, FaultInjection
 
 
 class Diverged(Exception):
@@ -210,14 +210,26 @@ class PeriodicCheckpoint(pl.Callback):
         self._last_saved = trainer.global_step
 
 
-class CrashInjector(pl.Callback):
-    """Raises :class:`InjectedCrash` when optimizer step ``at_step`` is about to start (after earlier saves)."""
+class FaultInjector(pl.Callback):
+    """The faults of ``fault_injection`` that act on the training loop: a crash (:class:`InjectedCrash`) or an
+    out-of-memory error when an optimizer step is about to start, and a sleep after every optimizer step."""
 
-    def __init__(self, at_step: int):
-        self.at_step = at_step
+    def __init__(self, faults: FaultInjection):
+        self.faults = faults
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if trainer.global_step >= self.at_step:
-            raise InjectedCrash(f"injected crash at step {trainer.global_step}")
+        step = trainer.global_step
+        if self.faults.crash_at_step is not None and step >= self.faults.crash_at_step:
+            raise InjectedCrash(f"injected crash at step {step}")
+        if self.faults.oom_at_step is not None and step >= self.faults.oom_at_step:
+            raise torch.OutOfMemoryError(
+                f"CUDA out of memory (simulated by fault_injection.oom_at_step at step {step})"
+            )
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.faults.step_sleep_s:
+            time.sleep(self.faults.step_sleep_s)

@@ -41,6 +41,28 @@ class FaultInjection:
 
     nan_at_step: int | None = None  # the training loss becomes NaN at this global step
     crash_at_step: int | None = None  # raise InjectedCrash when this global step starts (a simulated kill)
+    oom_at_step: int | None = None  # raise torch.OutOfMemoryError when this global step starts
+    step_sleep_s: float | None = None  # sleep after every optimizer step (a slow run that tests can kill)
+    # faults for named runs only, overriding the fields above, e.g. {"trial-0001": {"oom_at_step": 1}} (a sweep's
+    # trial runs are named trial-NNNN), so one sweep can hold healthy and faulty trials
+    by_run: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def for_run(self, name: str | None) -> FaultInjection:
+        """The faults that apply to the run ``name``: these fields, overridden by ``by_run[name]``.
+
+        Raises:
+            ConfigError: ``by_run[name]`` holds an unknown key or a value of the wrong type.
+        """
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "by_run"}
+        override = self.by_run.get(name or "", {})
+        return _from_mapping(
+            FaultInjection, {**own, **override}, "TrainConfig", f"fault_injection.by_run.{name}."
+        )
+
+    @property
+    def active(self) -> bool:
+        """Whether a fault that needs a callback (crash, out of memory, slow steps) is set."""
+        return any(v is not None for v in (self.crash_at_step, self.oom_at_step, self.step_sleep_s))
 
 
 @dataclass
@@ -215,6 +237,8 @@ class TrainConfig:
                     raise bad(f"tasks.{task}", f"weight must be >= 0, found {weight}")
         if self.name is not None and (not self.name or "/" in self.name or self.name in (".", "..")):
             raise bad("name", f"must be a plain directory name, found {self.name!r}")
+        for run in self.fault_injection.by_run:
+            self.fault_injection.for_run(run)  # unknown keys or wrong types fail now, not in the run
         if self.precision not in PRECISIONS:
             raise ConfigError(
                 f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}",

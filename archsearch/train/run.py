@@ -27,9 +27,9 @@ import torch
 
 from archsearch.errors import ConfigError, StudyError
 from archsearch.train.callbacks import (
-    CrashInjector,
     Diverged,
     DivergenceGuard,
+    FaultInjector,
     PeriodicCheckpoint,
     ThroughputMonitor,
 )
@@ -102,6 +102,7 @@ class _Run:
             cfg.name = run_name(cfg, pattern)
             if device_count(cfg) > 1:
                 os.environ["ARCHSEARCH_RUN_NAME"] = cfg.name  # ranks launched after this inherit it
+        cfg.fault_injection = cfg.fault_injection.for_run(cfg.name)  # the module reads nan_at_step from cfg
         run_dir = cfg.run_dir()
         ckpt_dir = run_dir / "checkpoints"
         ckpt_path = self._existing_checkpoint(ckpt_dir)
@@ -152,8 +153,8 @@ class _Run:
         own: list[pl.Callback] = []
         if cfg.divergence.enabled:
             own.append(DivergenceGuard(cfg.divergence, model_cfg.vocab_size, cfg.warmup_steps))
-        if cfg.fault_injection.crash_at_step is not None:
-            own.append(CrashInjector(cfg.fault_injection.crash_at_step))
+        if cfg.fault_injection.active:
+            own.append(FaultInjector(cfg.fault_injection))
         own.append(self.throughput)
         self.saver = (
             PeriodicCheckpoint(ckpt_dir, cfg.ckpt_interval, cfg.val_every) if cfg.checkpoint else None
