@@ -168,6 +168,8 @@ class SearchSpace:
     decode_context: int = 4096
     card: str = "h100"
     budget_solve: str = "d_model"
+    heartbeat_interval: int = 5  # seconds between a running trial's heartbeats
+    grace_period: int = 20  # a RUNNING trial silent this long belongs to a dead worker: failed and retried
     objectives: list[Objective] = field(default_factory=lambda: [Objective("val_loss", "minimize")])
     space: dict[str, Dimension] = field(default_factory=dict)
     description: str = ""
@@ -267,6 +269,14 @@ def space_from_dict(data: Any, *, source: str = "search space", default_study: s
     sp.decode_context = v.positive_int(d, "decode_context", sp.decode_context)
     sp.card = v.typed(d, "card", str, sp.card)
     sp.budget_solve = v.choice(d, "budget_solve", ("d_model", "d_ff"), sp.budget_solve)
+    sp.heartbeat_interval = v.positive_int(d, "heartbeat_interval", sp.heartbeat_interval)
+    sp.grace_period = v.positive_int(d, "grace_period", sp.grace_period)
+    if sp.grace_period <= sp.heartbeat_interval:  # a live trial would be failed between two heartbeats
+        raise v.fail(
+            "grace_period",
+            f"expected more than heartbeat_interval ({sp.heartbeat_interval} s), found {sp.grace_period}",
+            hint="a few heartbeats' worth, e.g. 4x",
+        )
     sp.objectives = v.objectives(d.get("objectives", "val_loss"), sp.tasks)
     sp.space = v.dimensions(d.get("space"))
     _check_model_and_train(sp, v)

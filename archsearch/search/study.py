@@ -74,7 +74,11 @@ def make_storage(
             "command line", "--storage", hint=f"found {url!r}",
         )  # fmt: skip
     if heartbeat:
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+        # the retry resumes the dead trial's run from its last checkpoint: it keeps the steps reported before
+        with _quiet_experimental():
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=MAX_RETRY, inherit_intermediate_values=True
+            )
         kwargs.update(
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,

@@ -45,8 +45,8 @@ def run_sweep(
     runs_dir: str | Path = "runs",
     seed: int | None = None,
     max_failures: int | None = None,
-    heartbeat_interval: int = 5,
-    grace_period: int = 20,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
 ) -> SweepResult:
     """Run (or resume) a sweep until ``n_trials`` trials are COMPLETE or PRUNED.
 
@@ -59,7 +59,8 @@ def run_sweep(
         runs_dir: where ``<study>/`` (storage, trial runs) goes.
         seed: overrides the space's seed (sampler and training).
         max_failures: stop after this many FAILED trials in this invocation (default: ``n_trials``).
-        heartbeat_interval, grace_period: seconds; a RUNNING trial silent for ``grace_period`` is failed and retried.
+        heartbeat_interval, grace_period: seconds (default: the space's); a RUNNING trial silent for
+            ``grace_period`` is failed and retried.
 
     Returns:
         The ``SweepResult`` with the best trial (single objective) or the Pareto front.
@@ -96,8 +97,8 @@ def run_sweep(
         session_start=datetime.now(),
         max_failures=max_failures,
         n_workers=workers,
-        heartbeat_interval=heartbeat_interval,
-        grace_period=grace_period,
+        heartbeat_interval=heartbeat_interval or space.heartbeat_interval,
+        grace_period=grace_period or space.grace_period,
         threads=max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None,
     )
     t0 = time.time()

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import sys
 import time
 import traceback
@@ -156,8 +158,12 @@ def run_trial(study: Any, trial: Any, job: WorkerJob) -> str:
     t0 = time.time()
     reporter = None
     state, values, reason = TrialState.FAIL, None, None
+    # who to look at when the trial goes silent (host:pid)
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     try:
-        plan = plan_trial(trial, space, placement_seed=space.seed + trial.number)
+        # a retry keeps its original trial's placement (a random spread would otherwise differ from the
+        # checkpoint it resumes)
+        plan = plan_trial(trial, space, placement_seed=space.seed + _original_number(trial))
         attrs = trial_attrs(plan, space)
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
@@ -216,10 +222,8 @@ def _reporter(trial: Any, space: SearchSpace, metric: str | None) -> Any:
 def _train_config(plan: Any, space: SearchSpace, trial: Any, job: WorkerJob) -> tuple[Any, Path]:
     from archsearch.train.config import TrainConfig
 
-    # a live Trial has no system_attrs in Optuna 5; the stored (frozen) trial has them
-    retried = trial.study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")
-    number = retried if retried is not None else trial.number
-    name = f"trial-{number:04d}"
+    retried = _retried_number(trial)
+    name = f"trial-{_original_number(trial):04d}"
     runs_dir = Path(job.runs_dir) / job.study_name / "trials"
     model = plan.model.to_dict()
     model.pop("vocab_size", None)  # the data decides the vocabulary
@@ -248,6 +252,17 @@ def _train_config(plan: Any, space: SearchSpace, trial: Any, job: WorkerJob) -> 
     data.update(plan.train)
     cfg = TrainConfig.from_dict(data, source=f"{space.source} (trial {trial.number})")
     return cfg, runs_dir / name
+
+
+def _retried_number(trial: Any) -> int | None:
+    """The number of the trial whose dead worker this trial retries (None for a fresh trial)."""
+    # a live Trial has no system_attrs in Optuna 5; the stored (frozen) trial has them
+    return trial.study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")
+
+
+def _original_number(trial: Any) -> int:
+    retried = _retried_number(trial)
+    return retried if retried is not None else trial.number
 
 
 def _train(cfg: Any, reporter: Any) -> dict[str, Any]:
