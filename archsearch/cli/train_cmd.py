@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -258,6 +259,8 @@ def run(args: argparse.Namespace) -> int:
     from archsearch.train.run import train
 
     summary = train(cfg)
+    if os.environ.get("LOCAL_RANK", "0") != "0":
+        return 0 if summary["status"] == "ok" else 1  # DDP ranks > 0: rank 0 reports
     if as_json:
         print(json.dumps(summary, indent=2))
     else:

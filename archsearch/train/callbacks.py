@@ -29,9 +29,12 @@ class InjectedCrash(RuntimeError):
 class DivergenceGuard(pl.Callback):
     """Stops training on a non-finite loss, or (after warmup) an exploding one; see :class:`DivergenceConfig`.
 
-    Checks the module's ``last_loss`` (the unscaled LM loss) of every micro-batch before its backward pass, so a
-    non-finite loss never reaches the weights: one host sync per micro-batch, the price of never training past a
-    NaN. ``step`` in the reasons is the optimizer step being computed (``global_step``, 0-based).
+    Checks the module's ``last_loss`` (the unscaled LM loss) of every micro-batch. On CPU the check runs before
+    that micro-batch's backward, so a non-finite loss never reaches the weights. On CUDA a per-step host sync would
+    stall the launch queue, so the loss is copied to the host asynchronously and checked one micro-batch later
+    (a NaN step's update is applied, then the run stops); :meth:`flush` checks what is pending and runs before
+    every checkpoint, so a checkpoint never holds weights past a non-finite loss. ``step`` in the reasons is the
+    optimizer step whose loss it was (``global_step`` while it was computed, 0-based).
     """
 
     def __init__(self, cfg: DivergenceConfig, vocab_size: int, warmup_steps: int):
@@ -40,11 +43,33 @@ class DivergenceGuard(pl.Callback):
         self.warmup_steps = cfg.warmup_steps if cfg.warmup_steps is not None else warmup_steps
         self.ema: float | None = None
         self.min_ema = math.inf
+        self._pending: tuple[int, torch.Tensor, Any] | None = None  # (step, host copy, CUDA event)
 
     def on_before_backward(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
     ) -> None:
-        self.check(trainer.global_step, getattr(pl_module, "last_loss", None))
+        loss_t = getattr(pl_module, "last_loss", None)
+        if loss_t is None:
+            return
+        if not loss_t.is_cuda:
+            self.check(trainer.global_step, loss_t)
+            return
+        self.flush()
+        host = loss_t.detach().to("cpu", non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._pending = (trainer.global_step, host, event)
+
+    def flush(self) -> None:
+        """Check the loss still in flight (waits only for its own copy, not for later work)."""
+        if self._pending is not None:
+            step, host, event = self._pending
+            self._pending = None
+            event.synchronize()
+            self.check(step, host)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.flush()
 
     def check(self, step: int, loss_t: torch.Tensor | None) -> None:
         """Update the smoothed loss with ``loss_t`` and raise :class:`Diverged` when a rule fires."""
@@ -106,7 +131,18 @@ class ThroughputMonitor(pl.Callback):
         self._val_time = 0.0
         self._val_start: float | None = None
         self._last_step = -1
+        self._excluded = 0.0
+        self._windows = 0
+        self.warm_time = (
+            0.0  # training time and steps after the first window (compilation, autotuning excluded)
+        )
+        self.warm_steps = 0
+        self.device_type = "cpu"
         self.last_tokens_per_s: float | None = None
+
+    def exclude(self, seconds: float) -> None:
+        """Leave ``seconds`` of the current window out of the training time (a checkpoint write, say)."""
+        self._excluded += seconds
 
     @staticmethod
     def _now(pl_module: pl.LightningModule) -> float:
@@ -115,6 +151,7 @@ class ThroughputMonitor(pl.Callback):
         return time.perf_counter()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.device_type = pl_module.device.type
         self._window_start = self._now(pl_module)
         self._last_step = trainer.global_step
 
@@ -145,9 +182,13 @@ class ThroughputMonitor(pl.Callback):
         if self._window_start is None or self._window_steps == 0:
             return
         now = self._now(pl_module)
-        elapsed = max(1e-9, now - self._window_start - self._val_time)
+        elapsed = max(1e-9, now - self._window_start - self._val_time - self._excluded)
         self.train_time += elapsed
         self.steps += self._window_steps
+        self._windows += 1
+        if self._windows > 1:
+            self.warm_time += elapsed
+            self.warm_steps += self._window_steps
         tps = self._window_steps * self.tokens_per_step / elapsed
         self.last_tokens_per_s = tps
         if log:
@@ -159,18 +200,22 @@ class ThroughputMonitor(pl.Callback):
         self._window_start = now
         self._window_steps = 0
         self._val_time = 0.0
+        self._excluded = 0.0
 
     def mfu(self, tokens_per_s: float | None, pl_module: pl.LightningModule) -> float | None:
         if tokens_per_s is None or not self.flops_per_token or not self.peak_flops:
             return None
-        if pl_module.device.type != "cuda":
+        if self.device_type != "cuda":
             return None
         world = pl_module.trainer.world_size if pl_module._trainer is not None else 1
         return self.flops_per_token * tokens_per_s / (self.peak_flops * world)
 
     @property
     def tokens_per_s(self) -> float | None:
-        """Mean over this process's training time (None before any step)."""
+        """Steady-state mean: training time after the first logged window (which holds kernel compilation and
+        autotuning), or over all of it when the run had one window (None before any step)."""
+        if self.warm_steps and self.warm_time > 0:
+            return self.warm_steps * self.tokens_per_step / self.warm_time
         if self.steps == 0 or self.train_time <= 0:
             return None
         return self.steps * self.tokens_per_step / self.train_time
@@ -184,10 +229,19 @@ class PeriodicCheckpoint(pl.Callback):
     optimizer step.
     """
 
-    def __init__(self, dirpath: Path, every: int, val_every: int):
+    def __init__(
+        self,
+        dirpath: Path,
+        every: int,
+        val_every: int,
+        guard: DivergenceGuard | None = None,
+        throughput: ThroughputMonitor | None = None,
+    ):
         self.path = Path(dirpath) / "last.ckpt"
         self.every = every
         self.val_every = val_every
+        self.guard = guard  # flushed first: never save weights past a non-finite loss
+        self.throughput = throughput  # told how long saving took, so tokens/s leaves it out
         self._last_saved = -1
 
     def _due(self, step: int) -> bool:
@@ -206,8 +260,13 @@ class PeriodicCheckpoint(pl.Callback):
             self.save(trainer)
 
     def save(self, trainer: pl.Trainer) -> None:
+        if self.guard is not None:
+            self.guard.flush()
+        start = time.perf_counter()
         trainer.save_checkpoint(self.path, weights_only=False)
         self._last_saved = trainer.global_step
+        if self.throughput is not None:
+            self.throughput.exclude(time.perf_counter() - start)
 
 
 class FaultInjector(pl.Callback):

@@ -60,7 +60,11 @@ class HybridLMModule(pl.LightningModule):
     # ---- optimisation -----------------------------------------------------------------------------------------
     def configure_optimizers(self):
         c = self.cfg
-        opt = make_optimizer(self.model, lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay)
+        # fused AdamW unscales 16-mixed gradients inside step(), after our clipping would run: not with fp16
+        fused_ok = self.trainer.precision != "16-mixed" if self._trainer is not None else True
+        opt = make_optimizer(
+            self.model, lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay, allow_fused=fused_ok
+        )
         schedule = WarmupCosine(c.warmup_steps, c.max_steps, c.min_lr_ratio)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
@@ -78,15 +82,27 @@ class HybridLMModule(pl.LightningModule):
             self.log("train/aux_loss", aux_loss, on_step=True)
         return loss
 
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        # global_step is the step about to be taken; log on the same cadence as the Trainer
-        if (self.global_step + 1) % self.cfg.log_every == 0:
-            grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-            if grads:
-                norm = torch.linalg.vector_norm(
-                    torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
-                )
-                self.log("train/grad_norm", norm, on_step=True)
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: Any = None,
+        gradient_clip_algorithm: Any = None,
+    ) -> None:
+        """Clip the global gradient norm to ``cfg.grad_clip`` ourselves (Lightning refuses to clip under mixed
+        precision with the fused AdamW; bf16 has no scaler, and 16-mixed never gets the fused optimizer, so the
+        gradients here are always unscaled). Logs the pre-clip norm every ``log_every`` steps."""
+        log_now = (self.global_step + 1) % self.cfg.log_every == 0
+        if self.cfg.grad_clip <= 0 and not log_now:
+            return
+        max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
+        wrapped = self.trainer.strategy.model if self._trainer is not None else None
+        if wrapped is not None and hasattr(wrapped, "clip_grad_norm_"):  # FSDP: norms over the shards
+            norm = wrapped.clip_grad_norm_(max_norm)
+        else:
+            params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else None
+        if log_now and norm is not None:
+            self.log("train/grad_norm", norm, on_step=True)
             self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True)
 
     # ---- validation -------------------------------------------------------------------------------------------

@@ -34,12 +34,18 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def make_optimizer(
-    model: nn.Module, *, lr: float, betas: tuple[float, float], eps: float, weight_decay: float
+    model: nn.Module,
+    *,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+    allow_fused: bool = True,
 ) -> torch.optim.AdamW:
     """AdamW over :func:`param_groups`; the fused CUDA kernel when every parameter is on a CUDA device."""
     groups = param_groups(model, weight_decay)
     params = [p for g in groups for p in g["params"]]
-    fused = bool(params) and all(p.is_cuda for p in params)
+    fused = allow_fused and bool(params) and all(p.is_cuda for p in params)
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused or None)
 
 

@@ -55,6 +55,7 @@ _NOISE = (
     r".*Found \d+ module\(s\) in eval mode.*",
     r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
     r".*Total length of .* across ranks is zero.*",
+    r".*It is recommended to use `self.log\(.*sync_dist=True.*",  # our val metrics are torchmetrics, already synced
 )
 
 
@@ -151,13 +152,17 @@ class _Run:
             cfg.log_every,
         )
         own: list[pl.Callback] = []
+        guard = None
         if cfg.divergence.enabled:
-            own.append(DivergenceGuard(cfg.divergence, model_cfg.vocab_size, cfg.warmup_steps))
+            guard = DivergenceGuard(cfg.divergence, model_cfg.vocab_size, cfg.warmup_steps)
+            own.append(guard)
         if cfg.fault_injection.active:
             own.append(FaultInjector(cfg.fault_injection))
         own.append(self.throughput)
         self.saver = (
-            PeriodicCheckpoint(ckpt_dir, cfg.ckpt_interval, cfg.val_every) if cfg.checkpoint else None
+            PeriodicCheckpoint(ckpt_dir, cfg.ckpt_interval, cfg.val_every, guard, self.throughput)
+            if cfg.checkpoint
+            else None
         )
         if self.saver is not None:
             own.append(self.saver)
@@ -280,13 +285,13 @@ class _Run:
             "time_s": round(time.time() - self.started, 3),
             "train_time_s": round(self.throughput.train_time, 3),
             "tokens_per_s": _num(tps),
-            "mfu": _num(self.throughput.mfu(tps, module)) if trainer.state.fn is not None else None,
+            "mfu": _num(self.throughput.mfu(tps, module)),
             "val_loss": metrics.get("val/loss"),
             "best_val_loss": _num(module.best_val_loss) if math.isfinite(module.best_val_loss) else None,
             "metrics": metrics,
             "val_history": [[s, _num(v)] for s, v in module.val_history],
             "precision": self.precision,
-            "device": _device_name(module),
+            "device": _device_name(self.throughput.device_type),
             "resumed_from_step": self.resumed_from,
             "checkpoint": str(ckpt) if ckpt is not None else None,
         }
@@ -343,14 +348,11 @@ def _peak_flops(card: str, precision: str) -> float | None:
     return peak if precision.startswith(("bf16", "16")) else peak * 67 / 989
 
 
-def _device_name(module: pl.LightningModule) -> str:
-    try:
-        dev = module.device
-    except Exception:  # noqa: BLE001
-        return "cpu"
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    return str(dev)
+def _device_name(device_type: str) -> str:
+    """The card's name when training ran on CUDA (the module is back on the CPU after fit), else the type."""
+    if device_type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.cuda.current_device())
+    return device_type
 
 
 def _num(value: Any) -> float | None:

@@ -110,8 +110,8 @@ def make_loggers(run_dir: Path) -> list[Any]:
 def make_trainer(
     cfg: TrainConfig, *, model: nn.Module, run_dir: Path, precision: str, callbacks: Sequence[pl.Callback]
 ) -> pl.Trainer:
-    """The Trainer for ``cfg``: step-based validation every ``val_every`` optimizer steps, no sanity check,
-    gradient clipping by norm, our own checkpoint callback (Lightning's is off)."""
+    """The Trainer for ``cfg``: step-based validation every ``val_every`` optimizer steps, no sanity check, our
+    own gradient clipping (in the module) and checkpoint callback (Lightning's is off)."""
     return pl.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
@@ -120,8 +120,7 @@ def make_trainer(
         max_steps=cfg.max_steps,
         max_epochs=-1,
         accumulate_grad_batches=cfg.grad_accum,
-        gradient_clip_val=cfg.grad_clip or None,
-        gradient_clip_algorithm="norm",
+        gradient_clip_val=None,  # HybridLMModule.configure_gradient_clipping clips to cfg.grad_clip
         val_check_interval=cfg.val_every * cfg.grad_accum,  # counted in micro-batches
         check_val_every_n_epoch=None,
         limit_val_batches=cfg.val_batches,

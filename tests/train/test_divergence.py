@@ -70,3 +70,12 @@ def test_state_round_trip():
     other = DivergenceGuard(DivergenceConfig(), vocab_size=256, warmup_steps=0)
     other.load_state_dict(guard.state_dict())
     assert other.ema == guard.ema and other.min_ema == guard.min_ema
+
+
+@pytest.mark.gpu
+def test_injected_nan_on_cuda_never_reaches_a_checkpoint(small):
+    s = train(small(max_steps=20, val_every=2, ckpt_every=1, fault_injection={"nan_at_step": 4}))
+    assert s["status"] == "diverged" and "at step 4" in s["reason"]
+    ckpt = torch.load(small().run_dir() / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] <= 4
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
