@@ -101,7 +101,7 @@ def archsearch_model(size: dict, stack: str, compile_: bool):
         return lm_loss + aux_loss
 
     opt = make_optimizer(model, lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)  # the run's optimizer
-    emb = model.num_params() - model.num_params(exclude_embedding=True)
+    emb = model.embedding.weight.numel() + (0 if cfg.tie_embeddings else model.lm_head.weight.numel())
     return model, loss_fn, emb, opt
 
 
@@ -136,7 +136,7 @@ def measure(model, loss_fn, emb_params: int, opt, size: dict, n_attn: int, steps
         "tokens_per_s": round(tok_s),
         "mfu": round(flops_per_token * tok_s / PEAK_FLOPS, 4),
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1),
-        "loss": round(float(loss), 4),
+        "loss": round(float(loss.detach()), 4),
     }
 
 
