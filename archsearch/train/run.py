@@ -199,7 +199,7 @@ class _Run:
         try:
             ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as exc:  # noqa: BLE001  (any unreadable file is the same user-facing problem)
-            raise StudyError(f"cannot read checkpoint {ckpt_path}: {exc}") from None
+            raise _unreadable_checkpoint(ckpt_path, exc) from None
         saved = ckpt.get(CKPT_KEY, {})
         if saved.get("pattern") not in (None, self.pattern_text):
             raise ConfigError(
@@ -318,6 +318,24 @@ def _is_pruned(exc: BaseException) -> bool:
     import optuna
 
     return isinstance(exc, optuna.TrialPruned)
+
+
+def _unreadable_checkpoint(path: Path, exc: BaseException) -> StudyError:
+    """One line naming the file: a refused pickled object, or a truncated/corrupt file (torch's own messages span
+    many lines and suggest ``weights_only=False``, which would run code from the file)."""
+    import pickle
+    import re
+
+    if isinstance(exc, pickle.UnpicklingError):
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        what = f" ({found[1]})" if found else ""
+        return StudyError(
+            f"refusing to load checkpoint {path}: it holds a pickled Python object{what}, not plain data "
+            "(archsearch loads checkpoints with weights_only=True and never runs code from them)"
+        )
+    lines = str(exc).strip().splitlines()
+    first = lines[0].split(". ")[0] if lines else type(exc).__name__
+    return StudyError(f"cannot read checkpoint {path} (truncated or corrupt): {first}")
 
 
 def _checkpoint_step(path: Path) -> int | None:
