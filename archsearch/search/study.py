@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -93,18 +94,44 @@ def make_storage(
             ) from None  # fmt: skip
     except Exception as exc:  # sqlalchemy's OperationalError, ArgumentError ...
         raise ConfigError(
-            f"cannot open the storage {_redact(url)}: {type(exc).__name__}: {str(exc).splitlines()[0]}",
+            f"cannot open the storage {_redact(url)}: {type(exc).__name__}: "
+            f"{scrub((str(exc).splitlines() or [''])[0], url)}",
             "command line", "--storage",
         ) from None  # fmt: skip
 
 
-def _redact(url: str) -> str:
-    """A URL without its password."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        cred, host = rest.rsplit("@", 1)
-        return f"{scheme}://{cred.split(':', 1)[0]}@{host}"
-    return url
+# user:password@ right after the scheme (greedy up to the last "@" before a query, so an unescaped "@" in the
+# password is hidden too), and a libpq-style ?password=... parameter
+_URL_PASSWORD = re.compile(r"^(?P<head>[\w+.-]+://[^:/@?#]*):(?P<secret>[^?#]*)@")
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<secret>[^&#]*)", re.IGNORECASE)
+
+
+def redact_url(url: str, mask: str | None = "***") -> str:
+    """``url`` with its password replaced by ``mask``, or removed when ``mask`` is None (what ``storage.txt`` keeps:
+    libpq then takes the password from ``PGPASSWORD`` or ``~/.pgpass``)."""
+    if mask is None:
+        url = _URL_PASSWORD.sub(lambda m: m["head"] + "@", url)
+        url = re.sub(r"[?&]password=[^&#]*", "", url, flags=re.IGNORECASE)
+        return url if "?" in url or "&" not in url else url.replace("&", "?", 1)
+    url = _URL_PASSWORD.sub(lambda m: f"{m['head']}:{mask}@", url)
+    return _QUERY_PASSWORD.sub(lambda m: m["head"] + mask, url)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The password text(s) in ``url`` (to scrub from messages that quote the URL's parts)."""
+    found = [m["secret"] for m in (_URL_PASSWORD.search(url), *_QUERY_PASSWORD.finditer(url)) if m]
+    pieces = [p for s in found for p in (s, *s.split("@")) if len(p) >= 3]
+    return sorted(set(pieces), key=len, reverse=True)
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` with every password text of ``url`` replaced by ``***``."""
+    for secret in url_secrets(url):
+        text = text.replace(secret, "***")
+    return text
+
+
+_redact = redact_url  # the name the sweep and its tests use
 
 
 def _enable_wal(path: Path) -> None:

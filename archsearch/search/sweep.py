@@ -80,10 +80,10 @@ def run_sweep(
     study_dir = Path(runs_dir) / study_name
     study_dir.mkdir(parents=True, exist_ok=True)
     url = storage or default_storage_url(study_dir)
-    if storage:
-        (study_dir / "storage.txt").write_text(storage + "\n")
     setup_logging()
     quiet_optuna()
+    if storage:
+        _write_storage_file(study_dir, storage)
     study = create_or_load(space, make_storage(url), study_name)
     record_study_attrs(study, space)
     _announce(space, study, n_trials, url, workers)
@@ -108,6 +108,20 @@ def run_sweep(
         _run_processes(job, workers)
     log.info("[sweep] finished in %.0fs", time.time() - t0)
     return summarize(study, space, url, study_dir, n_trials)
+
+
+def _write_storage_file(study_dir: Path, url: str) -> None:
+    """``storage.txt`` (how dashboard/plot/report find the study) never holds the password: files are shared."""
+    from archsearch.search.study import redact_url
+
+    kept = redact_url(url, mask=None)
+    (study_dir / "storage.txt").write_text(kept + "\n")
+    if kept != url:
+        log.info(
+            "[sweep] %s keeps the storage URL without its password: for dashboard/plot/report set PGPASSWORD "
+            "(or ~/.pgpass), or pass the full URL instead of the directory",
+            study_dir / "storage.txt",
+        )
 
 
 def _trial_count(space: SearchSpace, n_trials: int | None) -> int:

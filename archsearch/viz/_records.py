@@ -225,9 +225,12 @@ def _storage_for(path_or_url: str | Path) -> tuple[Any, str, str | None]:
     """(Optuna storage, description, default study name) for a study directory, a storage file or a URL."""
     import optuna
 
+    from archsearch.search.study import redact_url
+
     text = str(path_or_url)
     if "://" in text:
-        return _open_url(text, text), text, None
+        shown = redact_url(text)  # messages and reports never show a password
+        return _open_url(text, shown), shown, None
     path = Path(text)
     if path.is_dir():
         found = [path / f for f in STORAGE_FILES if (path / f).is_file()]
@@ -248,7 +251,7 @@ def _storage_for(path_or_url: str | Path) -> tuple[Any, str, str | None]:
         url = file.read_text().strip()
         if not url:
             raise StudyError(f"{file}: empty (expected a database URL)")
-        return _open_url(url, str(file)), url, default_name
+        return _open_url(url, str(file)), redact_url(url), default_name
     if file.suffix == ".log":
         from optuna.storages.journal import JournalFileBackend
 
@@ -266,10 +269,12 @@ def _storage_for(path_or_url: str | Path) -> tuple[Any, str, str | None]:
 def _open_url(url: str, where: str) -> Any:
     import optuna
 
+    from archsearch.search.study import scrub
+
     try:
         return optuna.storages.RDBStorage(url)
     except Exception as exc:
-        raise StudyError(f"{where}: cannot open study storage ({_first_line(exc)})") from exc
+        raise StudyError(f"{where}: cannot open study storage ({scrub(_first_line(exc), url)})") from None
 
 
 def _first_line(exc: BaseException) -> str:
