@@ -194,13 +194,14 @@ def decode_attention(
     b, h, _, d = q.shape
     hkv, length, dv = k.shape[1], k.shape[2], v.shape[-1]
     g = h // hkv
-    qg = q.reshape(b, hkv, g, d)  # (B, Hkv, G, d): the query heads of each KV head as rows
-    scores = torch.matmul(qg, k.to(q.dtype).transpose(-1, -2)).float() * d**-0.5  # (B, Hkv, G, L)
+    qg = q.reshape(b, hkv, g, d) * d**-0.5  # (B, Hkv, G, d): the query heads of each KV head as rows
+    scores = torch.matmul(qg, k.to(q.dtype).transpose(-1, -2))  # (B, Hkv, G, L)
     kpos = torch.arange(length, device=q.device)
     allowed = kpos <= pos
     if window is not None:
         allowed = allowed & (pos - kpos < window)
-    probs = scores.masked_fill_(~allowed, float("-inf")).softmax(dim=-1).to(q.dtype)
+    # Scores stay in q's dtype (softmax accumulates in fp32 inside): few passes over a B x H x L tensor.
+    probs = scores.masked_fill_(~allowed, float("-inf")).softmax(dim=-1)
     values = v.to(q.dtype)
     if chunk > 0 and length % chunk == 0 and length >= 2 * chunk:
         s = length // chunk
