@@ -326,11 +326,20 @@ def measure(
     def eager() -> Any:
         return model.step(ids, cache)
 
-    for _ in range(WARMUP_STEPS):  # Triton JIT, cuBLAS handles; an OOM shows here rather than in capture
-        reset()
-        out = eager()
+    use_graph = cuda and not args.no_graph and not GraphState.broken
+    # Warm-up (Triton JIT, cuBLAS handles; an OOM shows here rather than in capture), on a side stream before a
+    # capture as PyTorch's CUDA-graph notes ask.
+    side = torch.cuda.Stream(device) if use_graph else None
+    if side is not None:
+        side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+        for _ in range(WARMUP_STEPS):
+            reset()
+            out = eager()
+    if side is not None:
+        torch.cuda.current_stream(device).wait_stream(side)
     step, cell.mode = eager, "eager"
-    if cuda and not args.no_graph and not GraphState.broken:
+    if use_graph:
         torch.cuda.synchronize()
         gc.collect()
         torch.cuda.empty_cache()  # the graph has its own pool: hand back the eager temporaries first
@@ -522,7 +531,8 @@ def run_cell(
 
 def run(args: argparse.Namespace) -> list[Cell]:
     t0 = time.monotonic()
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    cuda = torch.cuda.is_available() and not args.smoke
+    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     specs = model_specs(args.models)
     contexts = [int(c) for c in int_list(args.contexts, "--contexts")]
