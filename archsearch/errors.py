@@ -30,7 +30,9 @@ class PatternError(ArchsearchError, ValueError):
         hint: an optional "did you mean" or rule reminder appended to the message.
     """
 
-    def __init__(self, message: str, pattern: str | None = None, pos: int | None = None, hint: str | None = None):
+    def __init__(
+        self, message: str, pattern: str | None = None, pos: int | None = None, hint: str | None = None
+    ):
         self.message = message
         self.pattern = pattern
         self.pos = pos
@@ -61,7 +63,9 @@ class ConfigError(ArchsearchError, ValueError):
         hint: an optional "did you mean".
     """
 
-    def __init__(self, message: str, source: str | None = None, key: str | None = None, hint: str | None = None):
+    def __init__(
+        self, message: str, source: str | None = None, key: str | None = None, hint: str | None = None
+    ):
         self.message = message
         self.source = source
         self.key = key

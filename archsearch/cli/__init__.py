@@ -10,18 +10,8 @@ import argparse
 import importlib
 import sys
 
-# Subcommand name -> module. A module missing from this checkout is skipped, so work can land one command at a time.
-COMMANDS = {
-    "pattern": "archsearch.cli.pattern_cmd",
-    "layers": "archsearch.cli.layers_cmd",
-    "cost": "archsearch.cli.cost_cmd",
-    "train": "archsearch.cli.train_cmd",
-    "sweep": "archsearch.cli.sweep_cmd",
-    "dashboard": "archsearch.cli.dashboard_cmd",
-    "plot": "archsearch.cli.plot_cmd",
-    "report": "archsearch.cli.report_cmd",
-    "export": "archsearch.cli.export_cmd",
-}
+# One module per subcommand, in the order `archsearch --help` lists them (pipeline order).
+COMMANDS = ("pattern", "layers", "cost", "train", "sweep", "dashboard", "plot", "report", "export")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,17 +22,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="archsearch", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(
+        prog="archsearch",
+        description="Search the layer mix (attention, Mamba, MLP ...) of hybrid language models.",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        module.register(sub)
+    for name in COMMANDS:
+        importlib.import_module(f"archsearch.cli.{name}_cmd").register(sub)
     return parser
 
 
