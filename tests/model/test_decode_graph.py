@@ -120,6 +120,29 @@ def test_replay_at_a_fixed_position_is_repeatable_and_shapes_do_not_depend_on_it
         model.allocate_inference_cache(1, 4).set_position(0)
 
 
+def clear(cache) -> None:
+    """Zero a static cache of Mamba (tuples) and attention (K/V) layers in place and rewind it to position 0."""
+    for layer_cache in cache.layers:
+        if layer_cache is None:
+            continue
+        for buf in layer_cache if isinstance(layer_cache, tuple) else (layer_cache.k, layer_cache.v):
+            buf.zero_()
+    cache.set_position(0)
+
+
+def test_a_cleared_static_cache_decodes_from_the_start_again():
+    model = HybridLM(toy(), "M-*-M-*{rope=off}-").eval()
+    x = torch.randint(0, 256, (2, 6))
+    with torch.no_grad():
+        full = model(x)
+    cache = model.allocate_inference_cache(2, 6, static=True)
+    for t in range(4):
+        model.step(x[:, t : t + 1], cache)
+    clear(cache)
+    steps = torch.cat([model.step(x[:, t : t + 1], cache) for t in range(6)], dim=1)
+    torch.testing.assert_close(steps, full, rtol=1e-4, atol=1e-4)
+
+
 def test_static_step_refuses_more_than_one_token():
     model = HybridLM(toy(), "*-").eval()
     cache = model.allocate_inference_cache(1, 8, static=True)
@@ -217,3 +240,36 @@ def test_benchmark_time_limit_and_bad_model(bench, tmp_path, capsys):
     assert cells and {c["status"] for c in cells} <= {"not run", "skipped"}
     assert bench.main(["--smoke", "--models", "toy,paper-8b-hybird"]) == 2
     assert "did you mean" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_cuda_graph_replay_decodes_like_forward():
+    """One static step captured in a CUDA graph, replayed token by token, reproduces forward (fused Mamba-2 step
+    where mamba_ssm imports)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    model = HybridLM(toy(), "M-*-M-*{rope=off}-").cuda().eval()
+    x = torch.randint(0, 256, (2, 10), device="cuda")
+    with torch.no_grad():
+        full = model(x)
+    cache = model.allocate_inference_cache(2, 10, static=True)
+    ids = x[:, :1].clone()
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            model.step(ids, cache)
+    torch.cuda.current_stream().wait_stream(side)
+    clear(cache)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = model.step(ids, cache)
+    clear(cache)
+    steps = []
+    for t in range(10):
+        ids.copy_(x[:, t : t + 1])
+        graph.replay()
+        steps.append(out.clone())
+    assert cache.position.item() == 10
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=2e-3, atol=2e-3)
