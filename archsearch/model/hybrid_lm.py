@@ -19,6 +19,8 @@ from torch.utils.checkpoint import checkpoint
 from archsearch.errors import ConfigError, PatternError
 from archsearch.layers.norm import make_norm
 from archsearch.model.config import ModelConfig
+from archsearch.model.mtp import MTP_LOSS_SCALING_FACTOR, MultiTokenPrediction
+from archsearch.model.mtp import combine as mtp_combine
 from archsearch.pattern.pattern import Layer, Pattern
 
 IGNORE_INDEX = -100
@@ -74,13 +76,13 @@ def layer_positions(pattern: Pattern) -> list[int]:
 
 
 def check_buildable(pattern: Pattern) -> None:
-    """Raise a PatternError at the first layer whose type cannot be built, or at MTP stacks.
+    """Raise a PatternError at the first layer (main stack or MTP stack) whose type cannot be built.
 
     Raises:
         PatternError: naming the symbol, its position in the canonical pattern and why it is unavailable.
     """
     text = str(pattern)
-    for layer, pos in zip(pattern.layers, layer_positions(pattern), strict=True):
+    for layer, pos in zip(all_layers(pattern), layer_positions(pattern) + mtp_positions(pattern), strict=True):
         spec = layer.spec
         if spec.build is None:
             raise PatternError(
@@ -88,12 +90,23 @@ def check_buildable(pattern: Pattern) -> None:
                 pattern=text,
                 pos=pos,
             )
-    if pattern.mtp:
-        raise PatternError(
-            "MTP stacks are not supported yet (the main stack before '/' builds; cost estimates include MTP)",
-            pattern=text,
-            pos=text.index("/"),
-        )
+
+
+def all_layers(pattern: Pattern) -> list[Layer]:
+    """The main stack's layers, then every MTP depth's."""
+    return [*pattern.layers, *(layer for depth in pattern.mtp for layer in depth)]
+
+
+def mtp_positions(pattern: Pattern) -> list[int]:
+    """Index of each MTP layer's symbol in ``str(pattern)``, depth by depth."""
+    pos = len(str(Pattern(pattern.layers, pattern.stage_bounds)))
+    out = []
+    for depth in pattern.mtp:
+        pos += 1  # the '/'
+        for layer in depth:
+            out.append(pos)
+            pos += len(str(layer))
+    return out
 
 
 # ---- modules ----------------------------------------------------------------------------------------------------
@@ -143,7 +156,7 @@ class HybridLM(nn.Module):
         pattern: a Pattern or pattern text (``"M-M-*-M-"``); pipeline bounds are ignored on one device.
 
     Raises:
-        PatternError: a layer type that cannot be built (symbol, position and reason), or MTP stacks.
+        PatternError: a layer type that cannot be built (symbol, position and reason).
     """
 
     def __init__(self, cfg: ModelConfig, pattern: Pattern | str):
@@ -160,6 +173,10 @@ class HybridLM(nn.Module):
         self.layers = nn.ModuleList(Block(cfg, layer, i) for i, layer in enumerate(pattern.layers))
         self.norm_f = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.d_model, vocab, bias=False)
+        # MTP depths after '/' (see mtp.py): trained through compute_loss, unused by forward and decode.
+        self.mtp = MultiTokenPrediction(cfg, pattern.mtp, len(self.layers)) if pattern.mtp else None
+        self.mtp_loss_scaling_factor = float(getattr(cfg, "mtp_loss_scaling_factor", MTP_LOSS_SCALING_FACTOR))
+        self.last_mtp_losses: list[torch.Tensor] = []  # per depth, detached, from the last compute_loss
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embedding.weight
         self.reset_parameters()
@@ -204,17 +221,23 @@ class HybridLM(nn.Module):
     def compute_loss(
         self, input_ids: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean cross-entropy over labelled positions, and the sum of the layers' auxiliary losses.
+        """Mean cross-entropy over labelled positions, and the sum of the layers' auxiliary losses plus the MTP
+        depths' weighted losses (per-depth values in ``last_mtp_losses``).
 
         Args:
             input_ids: (B, T) token ids.
             labels: (B, T) targets aligned with the inputs (``labels[:, t]`` is position t's target), -100 = ignored.
 
         Returns:
-            ``(lm_loss, aux_loss)``, fp32 scalars; aux_loss is zero when no layer set one.
+            ``(lm_loss, aux_loss)``, fp32 scalars; aux_loss is zero when no layer set one and there is no MTP.
         """
         h = self.hidden_states(input_ids)
         lm_loss = chunked_cross_entropy(h, self.lm_head.weight, labels, self._chunk_tokens())
+        mtp_loss = None
+        if self.mtp is not None:
+            losses = self.mtp(h, input_ids, labels, self.embedding, self._head_loss)
+            self.last_mtp_losses = [loss.detach() for loss in losses]
+            mtp_loss = mtp_combine(losses, self.mtp_loss_scaling_factor)
         aux = [
             m.aux_loss
             for m in self.modules()
@@ -225,7 +248,10 @@ class HybridLM(nn.Module):
             if aux
             else h.new_zeros((), dtype=torch.float32)
         )
-        return lm_loss, aux_loss
+        return lm_loss, aux_loss if mtp_loss is None else aux_loss + mtp_loss
+
+    def _head_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return chunked_cross_entropy(hidden, self.lm_head.weight, labels, self._chunk_tokens())
 
     def _chunk_tokens(self) -> int:
         if self.ce_chunk_tokens:
