@@ -81,8 +81,8 @@ def check_buildable(pattern: Pattern) -> None:
     Raises:
         PatternError: naming the symbol, its position in the canonical pattern and why it is unavailable.
     """
-    text = str(pattern)
-    for layer, pos in zip(all_layers(pattern), layer_positions(pattern) + mtp_positions(pattern), strict=True):
+    text, positions = str(pattern), layer_positions(pattern) + mtp_positions(pattern)
+    for layer, pos in zip(all_layers(pattern), positions, strict=True):
         spec = layer.spec
         if spec.build is None:
             raise PatternError(
