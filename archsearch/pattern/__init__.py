@@ -1,19 +1,10 @@
 """The layer-pattern grammar (a superset of Megatron-LM's hybrid layer pattern) and ratio allocation."""
 
+# The function imports come last on purpose: importing the submodule ``allocate`` binds the package attribute of
+# that name to the module, and the from-import then rebinds it to the function once and for all.
+from archsearch.pattern.parser import parse
 from archsearch.pattern.pattern import Layer, Pattern
 
-__all__ = ["Layer", "Pattern", "parse", "allocate"]
+from archsearch.pattern.allocate import Allocation, allocate  # isort: skip
 
-
-def __getattr__(name: str):  # lazy, so the value object imports without the parser
-    if name == "parse":
-        from archsearch.pattern.parser import parse
-
-        return parse
-    if name == "allocate":
-        from archsearch.pattern.allocate import allocate
-
-        # importing the submodule binds the package attribute "allocate" to the module; rebind the function
-        globals()["allocate"] = allocate
-        return allocate
-    raise AttributeError(name)
+__all__ = ["Allocation", "Layer", "Pattern", "allocate", "parse"]
