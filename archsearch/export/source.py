@@ -52,8 +52,10 @@ def read_run_config(run_dir: str | Path) -> ExportSource:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
         raise StudyError(f"{path}: cannot read the run's config ({exc.strerror or exc})") from None
-    except yaml.YAMLError as exc:
-        raise StudyError(f"{path}: not valid YAML ({exc})") from None
+    except yaml.YAMLError as exc:  # one line: where and what (PyYAML's own text spans several)
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise StudyError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(data, dict) or not data.get("pattern"):
         raise StudyError(f"{path}: expected a training config with a 'pattern' key")
     model = _model_from(data, str(path))

@@ -139,6 +139,10 @@ def _enable_wal(path: Path) -> None:
     con = sqlite3.connect(path, timeout=SQLITE_TIMEOUT)
     try:
         con.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.DatabaseError as exc:  # a corrupt or foreign file where the study should be
+        raise StudyError(
+            f"{path}: not a readable study database ({exc}); restore it or use another --study-name"
+        ) from None
     finally:
         con.close()
 
