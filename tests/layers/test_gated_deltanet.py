@@ -159,6 +159,13 @@ def test_cost_params_equal_module(opts):
     assert cost(cfg, opts, 128).params == sum(p.numel() for p in build(cfg, opts, 0).parameters())
 
 
+def test_cost_state_is_the_decode_cache():
+    cfg = small_cfg()
+    cache = build(cfg, None, 0).allocate_inference_cache(1, 1000)
+    held = sum(t.numel() for t in (cache.conv_q, cache.conv_k, cache.conv_v, cache.state))
+    assert held == cost(cfg, None, 128).state_elems
+
+
 def test_bad_options():
     with pytest.raises(ConfigError, match=r"G\{head_dim\}"):
         build(small_cfg(), GatedDeltaNetOptions(head_dim=0), 0)

@@ -237,6 +237,13 @@ def test_cost_params_equal_module(q_lora_rank, bias):
     assert cost(cfg, opts, 64).params == sum(p.numel() for p in build(cfg, opts, 0).parameters())
 
 
+def test_cost_kv_per_token_is_the_decode_cache():
+    cfg = small_cfg(12)
+    cache = build(cfg, None, 0).allocate_inference_cache(1, 10)
+    per_position = (cache.latent.numel() + cache.k_rope.numel() + cache.index_k.numel()) // 10
+    assert per_position == cost(cfg, None, 64).kv_elems_per_token
+
+
 def test_spec_is_buildable():
     assert SPEC.build is not None and SPEC.unavailable is None
 
