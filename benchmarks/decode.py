@@ -39,9 +39,8 @@ from archsearch.model.build import build_model
 from archsearch.model.presets import get_preset
 
 GIB = 2**30
-RESERVE_BYTES = (
-    3 * GIB
-)  # left free beside the caches on a GPU: step temporaries, cuBLAS workspace, graph pool
+# Left free beside the caches on a GPU: step temporaries, cuBLAS workspace, the graph's pool.
+RESERVE_BYTES = 3 * GIB
 PER_SEQ_SLACK = 1.03  # per-sequence temporaries (logits, attention scores) on top of its cache
 MAX_BATCH_CAP = 1024
 WARMUP_STEPS = 3
@@ -141,7 +140,10 @@ def model_specs(text: str) -> list[ModelSpec]:
     specs = []
     for item in text.split(","):
         preset, sep, pattern = item.strip().partition(":")
-        _, default = get_preset(preset)
+        try:
+            _, default = get_preset(preset)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, key="--models", hint=exc.hint) from None
         if not (pattern or default):
             raise ConfigError(f"preset {preset!r} has no default pattern; give one as {preset}:PATTERN")
         label = item.strip() if sep else preset.removeprefix("paper-8b-")
