@@ -25,9 +25,9 @@ class AttentionOptions:
     kv_heads: int | None = None
     head_dim: int | None = None
     rope: bool | None = None
-    rope_fraction: float | None = None
-    rope_base: float | None = None
-    window: int | None = None  # 0 turns a model-wide window off for this layer
+    rope_fraction: float | None = field(default=None, metadata={"min": 0.0, "max": 1.0})
+    rope_base: float | None = field(default=None, metadata={"min": 1.0})
+    window: int | None = field(default=None, metadata={"min": 0})  # 0 turns a model-wide window off here
 
 
 # ---- option resolution (shared by build, cost and the parallel block) -------------------------------------------
