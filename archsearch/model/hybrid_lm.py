@@ -65,11 +65,9 @@ def _parse_plain(text: str) -> Pattern:
 
 def layer_positions(pattern: Pattern) -> list[int]:
     """Index of each main-stack layer's symbol in ``str(pattern)`` (for error carets)."""
-    bounds = set(pattern.stage_bounds)
     pos, out = 0, []
     for i, layer in enumerate(pattern.layers):
-        if i in bounds:
-            pos += 1
+        pos += pattern.stage_bounds.count(i)  # '||' (an empty stage) is two characters
         out.append(pos)
         pos += len(str(layer))
     return out

@@ -36,7 +36,7 @@ def test_python_values_are_coerced(key, raw, value):
     [
         ("window", True, "a boolean is not an integer"),
         ("window", 512.0, "expects an integer"),
-        ("window", -1, "positive integer"),
+        ("window", -1, "expects int >= 0"),
         ("rope", 2, "expects on/off"),
         ("rope_base", False, "a boolean is not a number"),
         ("rope_base", float("inf"), "finite"),
