@@ -43,9 +43,9 @@ TINY: dict[str, Any] = {
     },
 }
 
-# Slow trials for the kill tests: 24 steps of at least 0.15 s, a checkpoint at every validation (every 4 steps).
+# Slow trials for the kill tests: 16 steps of at least 0.15 s, a checkpoint at every validation (every 4 steps).
 SLOW: dict[str, Any] = {
-    "steps": 24,
+    "steps": 16,
     "val_every": 4,
     "train": {"checkpoint": True, "log_every": 4, "fault_injection": {"step_sleep_s": 0.15}},
 }

@@ -37,7 +37,7 @@ def _ready(url: str, name: str):
 @pytest.mark.slow
 def test_killed_sweep_resumes_where_it_stopped(write_space, tmp_path):
     runs, name = tmp_path / "runs", "resume"
-    space = write_space(name, n_trials=N_TRIALS, **{**SLOW, "steps": 16})
+    space = write_space(name, n_trials=N_TRIALS, **SLOW)
     url = f"sqlite:///{(runs / name / 'study.db').resolve()}"
     argv = sweep_argv(space, runs)
     proc = start_sweep(argv, tmp_path / "first.log")
