@@ -81,6 +81,7 @@ class ModelConfig:
     bias: bool = False
     max_seq_len: int = 2048
     backend: Literal["auto", "fused", "reference"] = "auto"
+    mtp_loss_scaling_factor: float = 0.1  # weight of the mean MTP-depth loss, as Megatron's default
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     mamba2: Mamba2Config = field(default_factory=Mamba2Config)
     mamba1: Mamba1Config = field(default_factory=Mamba1Config)
@@ -119,7 +120,9 @@ class ModelConfig:
 
 def _from_dict(cls: type, data: dict[str, Any], source: str, prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"expected a mapping, found {type(data).__name__}", source, prefix.rstrip(".") or None)
+        raise ConfigError(
+            f"expected a mapping, found {type(data).__name__}", source, prefix.rstrip(".") or None
+        )
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
@@ -127,7 +130,9 @@ def _from_dict(cls: type, data: dict[str, Any], source: str, prefix: str) -> Any
             raise ConfigError(
                 f"unknown key {key!r}", source, f"{prefix}{key}", hint=did_you_mean(str(key), fields)
             )
-        default = fields[key].default_factory() if fields[key].default_factory is not dataclasses.MISSING else None
+        default = (
+            fields[key].default_factory() if fields[key].default_factory is not dataclasses.MISSING else None
+        )
         if dataclasses.is_dataclass(default):
             kwargs[key] = _from_dict(type(default), value or {}, source, f"{prefix}{key}.")
         else:

@@ -19,7 +19,7 @@ from torch.utils.checkpoint import checkpoint
 from archsearch.errors import ConfigError, PatternError
 from archsearch.layers.norm import make_norm
 from archsearch.model.config import ModelConfig
-from archsearch.model.mtp import MTP_LOSS_SCALING_FACTOR, MultiTokenPrediction
+from archsearch.model.mtp import MultiTokenPrediction
 from archsearch.model.mtp import combine as mtp_combine
 from archsearch.pattern.pattern import Layer, Pattern
 
@@ -173,7 +173,7 @@ class HybridLM(nn.Module):
         self.lm_head = nn.Linear(cfg.d_model, vocab, bias=False)
         # MTP depths after '/' (see mtp.py): trained through compute_loss, unused by forward and decode.
         self.mtp = MultiTokenPrediction(cfg, pattern.mtp, len(self.layers)) if pattern.mtp else None
-        self.mtp_loss_scaling_factor = float(getattr(cfg, "mtp_loss_scaling_factor", MTP_LOSS_SCALING_FACTOR))
+        self.mtp_loss_scaling_factor = float(cfg.mtp_loss_scaling_factor)
         self.last_mtp_losses: list[torch.Tensor] = []  # per depth, detached, from the last compute_loss
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embedding.weight

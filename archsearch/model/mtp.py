@@ -20,7 +20,6 @@ from archsearch.layers.norm import make_norm
 from archsearch.model.config import ModelConfig
 from archsearch.pattern.pattern import Layer
 
-MTP_LOSS_SCALING_FACTOR = 0.1  # Megatron's --mtp-loss-scaling-factor default
 IGNORE_INDEX = -100
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

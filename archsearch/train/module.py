@@ -80,6 +80,8 @@ class HybridLMModule(pl.LightningModule):
         self.log("train/loss", lm_loss, on_step=True, prog_bar=True)
         if torch.is_tensor(aux_loss) and aux_loss.requires_grad:
             self.log("train/aux_loss", aux_loss, on_step=True)
+        for depth, mtp_loss in enumerate(getattr(self.model, "last_mtp_losses", None) or (), start=1):
+            self.log(f"train/mtp_{depth}_loss", mtp_loss, on_step=True)
         return loss
 
     def configure_gradient_clipping(

@@ -11,7 +11,7 @@ from archsearch.cost import estimate
 from archsearch.errors import PatternError
 from archsearch.model.config import ModelConfig
 from archsearch.model.hybrid_lm import HybridLM
-from archsearch.model.mtp import MTP_LOSS_SCALING_FACTOR, shift_left
+from archsearch.model.mtp import shift_left
 from archsearch.pattern import registry
 
 
@@ -78,7 +78,7 @@ def test_aux_loss_is_the_scaled_mean_of_per_depth_losses():
     lm, aux = m.compute_loss(ids, labels)
     per_depth = m.last_mtp_losses
     assert len(per_depth) == 2 and all(not t.requires_grad for t in per_depth)
-    torch.testing.assert_close(aux, MTP_LOSS_SCALING_FACTOR * (per_depth[0] + per_depth[1]) / 2)
+    torch.testing.assert_close(aux, ModelConfig().mtp_loss_scaling_factor * (per_depth[0] + per_depth[1]) / 2)
     base = HybridLM(cfg(), "M*M*")
     base.load_state_dict(m.state_dict(), strict=False)
     lm_base, aux_base = base.compute_loss(ids, labels)
