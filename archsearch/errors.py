@@ -33,6 +33,7 @@ class PatternError(ArchsearchError, ValueError):
     def __init__(
         self, message: str, pattern: str | None = None, pos: int | None = None, hint: str | None = None
     ):
+        message = _printable(message)
         self.message = message
         self.pattern = pattern
         self.pos = pos
@@ -46,7 +47,7 @@ class PatternError(ArchsearchError, ValueError):
     def render(self) -> str:
         if self.pattern is None:
             return str(self)
-        shown = self.pattern.replace("\r", " ").replace("\n", " ").replace("\t", " ")
+        shown = "".join(c if c.isprintable() else " " for c in self.pattern)  # one column per character
         lines = [str(self), "  " + shown]
         if self.pos is not None:
             lines.append("  " + " " * min(self.pos, len(shown)) + "^")
@@ -87,6 +88,11 @@ class BackendError(ArchsearchError, RuntimeError):
 
 class StudyError(ArchsearchError, RuntimeError):
     """A study or run directory that is missing, corrupt or does not hold what was asked for."""
+
+
+def _printable(text: str) -> str:
+    """``text`` with control and line-separator characters escaped, so an error stays on one line."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:

@@ -18,7 +18,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports bad flags as one line and exit status 2, like every other archsearch error."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"archsearch {self.prog.split(' ', 1)[-1]}: error: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from archsearch.search.study import redact_url
 from archsearch.viz._records import StudyRecords, TrialRecord, load_study, records_from_study
 from archsearch.viz._style import fmt_bytes, fmt_value
 from archsearch.viz.render import FAMILIES, RenderResult, render_figures
@@ -265,7 +266,7 @@ def write_report(
     """
     study = load_study(path, study_name)
     records = records_from_study(study)
-    records.storage = str(path)
+    records.storage = redact_url(str(path))  # a URL's password never reaches report.md
     study_dir = Path(path) if Path(path).is_dir() else None
     report = (
         Path(out)
@@ -291,7 +292,7 @@ def write_report(
         top_k=top_k,
         objective=objective,
         skipped=skipped,
-        study_dir=str(path),
+        study_dir=records.storage,  # redacted: the export hint must not carry a password either
     )
     report.write_text(text)
     return report, rendered

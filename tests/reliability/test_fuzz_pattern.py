@@ -52,7 +52,7 @@ def test_pattern_text_from_the_grammar_alphabet(text):
     parse_or_reject(text)
 
 
-# Any printable character plus the whitespace the renderer knows (control characters: see the xfail below).
+# Any printable character plus the whitespace the renderer knows (control characters: tested below).
 _PRINTABLE = st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")) | st.sampled_from("\t\n\r")
 
 
@@ -62,11 +62,6 @@ def test_pattern_text_of_any_characters(text):
     parse_or_reject(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pattern/parser.py quotes an unknown symbol raw and PatternError.render keeps control characters, so "
-    "a form feed or vertical tab in a pattern splits the one-line error",
-)
 @pytest.mark.parametrize("char", ["\x0b", "\x0c", "\x1c", "\x85", "\u2028"])
 def test_control_characters_keep_the_error_on_one_line(char):
     parse_or_reject(f"M{char}M")

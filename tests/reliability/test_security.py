@@ -206,7 +206,6 @@ def test_password_never_reaches_logs_run_files_or_reports(write_space, tmp_path,
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="viz/report.py writes the storage argument verbatim into report.md")
 def test_report_given_a_url_does_not_write_its_password(write_space, tmp_path, pg):
     url = pg.url(PG_USER, SECRET, PG_DB)
     study = optuna.create_study(study_name="direct", storage=make_storage(url, heartbeat=False))
