@@ -1,0 +1,86 @@
+"""Space-file rules that involve several keys, or config fields beyond the file (``model:``, ``train:``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from archsearch.errors import ConfigError, did_you_mean
+from archsearch.search.space import SearchSpace, _mixer_dims
+from archsearch.search.space_validate import Validator
+
+
+def check_model_and_train(sp: SearchSpace, v: Validator) -> None:
+    """Keys under model:/train: and the model./train. dimensions must name real config fields."""
+    from archsearch.model.config import ModelConfig
+
+    try:
+        ModelConfig.from_dict(sp.model, source=v.source)
+    except ConfigError as exc:
+        raise v.fail(f"model.{exc.key}" if exc.key else "model", exc.message, exc.hint) from None
+    model_keys = _dotted_keys(ModelConfig().to_dict())
+    train_keys = _train_fields()
+    for name in sp.space:
+        if name.startswith("model.") and name[6:] not in model_keys:
+            raise v.fail(f"space.{name}", "unknown model option", did_you_mean(name[6:], model_keys))
+        if name.startswith("train.") and train_keys is not None and name[6:] not in train_keys:
+            raise v.fail(f"space.{name}", "unknown training option", did_you_mean(name[6:], train_keys))
+    if train_keys is not None:
+        for key in sp.train:
+            if key not in train_keys:
+                raise v.fail(f"train.{key}", "unknown training option", did_you_mean(str(key), train_keys))
+
+
+def _dotted_keys(d: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k, val in d.items():
+        if isinstance(val, dict):
+            out.extend(_dotted_keys(val, f"{prefix}{k}."))
+        else:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def _train_fields() -> list[str] | None:
+    try:
+        from archsearch.train import TrainConfig
+    except ImportError:
+        return None
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def check_combinations(sp: SearchSpace, v: Validator) -> None:
+    """Rules that involve several keys."""
+    dims = sp.space
+    if "budget" in dims and "d_model" in dims:
+        raise v.fail("space.budget", "budget and d_model are exclusive: the budget solves the width")
+    fractions = [n for n in (*_mixer_dims(), "mlp") if n in dims]  # moe is a share of the MLPs
+    highest = sum(max(dims[n].corners()) for n in fractions)
+    if highest > 1.0 + 1e-9:
+        parts = " + ".join(f"{n} {max(dims[n].corners())!r}" for n in fractions)
+        raise v.fail(
+            "space",
+            f"the largest fractions add up to {highest:.3g} > 1 ({parts}); lower the highs so every trial fits",
+        )
+    pos = dims.get("positions")
+    spread = dims.get("spread")
+    if pos is not None:
+        spreads = spread.corners() if spread is not None else ["megatron"]
+        if "positions" not in spreads:
+            raise v.fail(
+                "space.positions", "positions are only used with spread: positions (set space.spread)"
+            )
+    elif spread is not None and "positions" in spread.corners():
+        raise v.fail("space.spread", "spread 'positions' needs a positions dimension (space.positions)")
+    if sp.sampler_name == "grid":
+        for name, dim in dims.items():
+            try:
+                dim.grid()
+            except ValueError:
+                raise v.fail(
+                    f"space.{name}.step", "the grid sampler needs a step for float dimensions"
+                ) from None
+    if sp.sampler_name == "cmaes" and sp.multi_objective:
+        raise v.fail("sampler", "CMA-ES optimises one objective; use nsga2 or tpe for several")
+    if sp.val_every is not None and sp.val_every > sp.steps:
+        raise v.fail("val_every", f"expected at most steps ({sp.steps}), found {sp.val_every}")
