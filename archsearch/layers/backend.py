@@ -22,6 +22,10 @@ if TYPE_CHECKING:  # pragma: no cover
 Backend = Literal["fused", "reference"]
 BACKENDS = ("auto", "fused", "reference")
 
+# The Mamba mixers' fused path: mamba_ssm's scans behind causal_conv1d's depthwise conv.
+CONV_SSM_REQUIRES = ("mamba_ssm", "causal_conv1d")
+FUSED_CONV_WIDTHS = (2, 3, 4)  # what causal_conv1d's kernels accept
+
 
 @functools.cache
 def import_error(module: str) -> str | None:
@@ -128,3 +132,51 @@ def resolve_backend(
 @functools.cache
 def _warn_once(name: str, why: str) -> None:
     warnings.warn(f"{name}: fused kernels unavailable ({why}); using the PyTorch reference", stacklevel=3)
+
+
+def check_conv_ssm_backend(requested: str, spec: LayerSpec, d_conv: int) -> None:
+    """``check_backend`` for a Mamba mixer, which also refuses ``fused`` with a conv width the kernels do not take.
+
+    Raises:
+        ConfigError: an unknown backend name, or ``fused`` with ``d_conv`` outside ``FUSED_CONV_WIDTHS`` (keyed
+            ``<layer name>.d_conv``).
+        BackendError: ``fused`` without CUDA, mamba_ssm or causal_conv1d.
+    """
+    check_backend(requested, spec, requires=CONV_SSM_REQUIRES)
+    if requested == "fused" and d_conv not in FUSED_CONV_WIDTHS:
+        raise ConfigError(
+            f"the fused kernels take conv widths {FUSED_CONV_WIDTHS}, found d_conv {d_conv}",
+            key=f"{spec.name}.d_conv",
+        )
+
+
+def resolve_conv_ssm_backend(requested: str, spec: LayerSpec, d_conv: int, x: torch.Tensor) -> Backend:
+    """``resolve_backend`` for a Mamba mixer: ``auto`` keeps to the reference for conv widths the kernels refuse."""
+    if requested == "auto" and d_conv not in FUSED_CONV_WIDTHS:
+        return "reference"
+    return resolve_backend(requested, spec, x=x, requires=CONV_SSM_REQUIRES)
+
+
+class FusedOrReferenceForward:
+    """``forward`` for a mixer (before ``nn.Module`` in its bases) with a fused path and a reference path that can fill
+    a decode cache: the mixer supplies ``backend_for``, ``_forward_fused`` and ``_forward_reference``."""
+
+    def forward(
+        self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D). With ``cache`` (from :meth:`allocate_inference_cache`, empty), the reference path
+        runs and leaves the conv and SSM states after the last token in it, ready for :meth:`step`."""
+        if cache is None and self.backend_for(x) == "fused":
+            return self._forward_fused(x)
+        return self._forward_reference(x, cache)
+
+    def backend_for(self, x: torch.Tensor) -> str:
+        raise NotImplementedError
+
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _forward_reference(
+        self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> torch.Tensor:
+        raise NotImplementedError

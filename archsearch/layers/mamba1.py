@@ -16,15 +16,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from archsearch.errors import ConfigError
-from archsearch.layers.backend import check_backend, resolve_backend
+from archsearch.layers.backend import (
+    FusedOrReferenceForward,
+    check_conv_ssm_backend,
+    resolve_conv_ssm_backend,
+)
 from archsearch.layers.selective_scan_ref import selective_scan, selective_state_step, upcast
 from archsearch.pattern.registry import LayerCost, LayerSpec, register
 
 if TYPE_CHECKING:  # pragma: no cover
     from archsearch.model.config import ModelConfig
-
-FUSED_REQUIRES = ("mamba_ssm", "causal_conv1d")
-FUSED_CONV_WIDTHS = (2, 3, 4)  # what causal_conv1d's kernels accept
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class Mamba1Dims:
         return dims.validate(f"layer {layer_idx} (m)" if layer_idx is not None else "mamba1 layer")
 
 
-class Mamba1Mixer(nn.Module):
+class Mamba1Mixer(FusedOrReferenceForward, nn.Module):
     """One Mamba-1 mixer: in_proj -> (x: causal conv + SiLU -> x_proj -> dt_proj -> selective scan, z: gate)
     -> out_proj.
 
@@ -113,12 +114,7 @@ class Mamba1Mixer(nn.Module):
     ):
         super().__init__()
         self.dims = dims.validate()
-        check_backend(backend, SPEC, requires=FUSED_REQUIRES)
-        if backend == "fused" and dims.d_conv not in FUSED_CONV_WIDTHS:
-            raise ConfigError(
-                f"the fused kernels take conv widths {FUSED_CONV_WIDTHS}, found d_conv {dims.d_conv}",
-                key="mamba1.d_conv",
-            )
+        check_conv_ssm_backend(backend, SPEC, dims.d_conv)
         self.backend = backend
         self.layer_idx = layer_idx
         self.d_model, self.d_state, self.d_conv = dims.d_model, dims.d_state, dims.d_conv
@@ -167,18 +163,7 @@ class Mamba1Mixer(nn.Module):
 
     def backend_for(self, x: torch.Tensor) -> str:
         """``fused`` or ``reference`` for this input (``auto``: kernels only for CUDA tensors, when they import)."""
-        if self.backend == "auto" and self.d_conv not in FUSED_CONV_WIDTHS:
-            return "reference"
-        return resolve_backend(self.backend, SPEC, x=x, requires=FUSED_REQUIRES)
-
-    def forward(
-        self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None
-    ) -> torch.Tensor:
-        """(B, T, D) -> (B, T, D). With ``cache`` (from :meth:`allocate_inference_cache`, empty), the reference path
-        runs and leaves the conv and SSM states after the last token in it, ready for :meth:`step`."""
-        if cache is None and self.backend_for(x) == "fused":
-            return self._forward_fused(x)
-        return self._forward_reference(x, cache)
+        return resolve_conv_ssm_backend(self.backend, SPEC, self.d_conv, x)
 
     def _forward_reference(
         self, u: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None
