@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-STUDIES = ("paper_attention_fraction", "paper_recall", "paper_rope", "paper_placement")
+STUDIES = (
+    "paper_attention_fraction",
+    "paper_recall",
+    "paper_rope",
+    "paper_placement",
+    "paper_attention_fraction@1",
+    "paper_placement@1",
+)
 LM_STUDIES = ("paper_attention_fraction", "paper_rope", "paper_placement")  # val_loss curves (proxy validity)
 PLOTS = {
     "paper_attention_fraction": "fraction,curves",
@@ -36,13 +43,23 @@ PLOTS = {
 }
 
 
-def run_study(name: str, runs_dir: Path, figures: Path | None) -> None:
-    """Run (or resume) one study through the CLI, then draw its figures."""
-    space = REPO / "search_spaces" / f"{name}.yaml"
+def study_name(spec: str) -> str:
+    """``name`` or ``name@seed`` (the same space with another seed) -> the study's name."""
+    name, _, seed = spec.partition("@")
+    return f"{name}_seed{seed}" if seed else name
+
+
+def run_study(spec: str, runs_dir: Path, figures: Path | None) -> None:
+    """Run (or resume) one study (``name`` or ``name@seed``) through the CLI, then draw its figures."""
+    base, _, seed = spec.partition("@")
+    name = study_name(spec)
+    space = REPO / "search_spaces" / f"{base}.yaml"
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
     t0 = time.time()
     cmd = ["archsearch", "sweep", str(space), "--runs-dir", str(runs_dir), "--json"]
+    if seed:
+        cmd += ["--seed", seed, "--study-name", name]
     print(f"[paper_proxy] {' '.join(cmd)}", file=sys.stderr, flush=True)
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     print(f"[paper_proxy] {name}: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
@@ -59,7 +76,7 @@ def run_study(name: str, runs_dir: Path, figures: Path | None) -> None:
             "--dpi",
             "80",
         ]
-        plot += ["--only", PLOTS.get(name, "fraction")]
+        plot += ["--only", PLOTS.get(base, "fraction")]
         subprocess.run(plot, check=False, env=env, stdout=subprocess.DEVNULL)
 
 
@@ -73,17 +90,20 @@ def load_trials(name: str, runs_dir: Path) -> list[dict[str, Any]]:
         return []
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
     out = []
-    for t in study.get_trials(deep=False):
+    for t in study.get_trials():
         if t.state.name != "COMPLETE":
             continue
         ua = t.user_attrs
         metrics = ua.get("metrics", {})
-        curve = {int(k): float(v) for k, v in ua.get("curve", {}).items()}
+        curve = {  # step -> the validation metrics the sweep recorded there (val/loss, or the objective)
+            int(k): (v if isinstance(v, dict) else {"val/loss": v}) for k, v in ua.get("curve", {}).items()
+        }
         out.append(
             {
                 "trial": t.number,
                 "params": dict(t.params),
                 "pattern": ua.get("pattern"),
+                "rope": ua.get("rope"),
                 "n_params": ua.get("params"),
                 "tokens": _tokens(ua.get("run_dir")),
                 "val_loss": metrics.get("val_loss"),
@@ -114,9 +134,10 @@ def spearman(a: list[float], b: list[float]) -> float:
 def proxy_validity(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Rank correlation of the distinct patterns' losses at each earlier validation against the final one."""
     by_pattern: dict[str, dict[int, float]] = {}
-    for r in records:  # first seed (lowest trial number) of each pattern + rope/spread setting
-        key = f"{r['pattern']} rope={r['params'].get('rope', True)}"
-        by_pattern.setdefault(key, r["curve"])
+    for r in sorted(records, key=lambda r: (r["params"].get("train.seed", 0), r["trial"])):
+        key = f"{r['pattern']} rope={r['rope']}"  # one run per pattern and RoPE setting (seed 0 first)
+        curve = {s: m["val/loss"] for s, m in r["curve"].items() if "val/loss" in m}
+        by_pattern.setdefault(key, curve)
     steps = sorted(set.intersection(*(set(c) for c in by_pattern.values()))) if by_pattern else []
     if len(by_pattern) < 3 or len(steps) < 2:
         return {"n_patterns": len(by_pattern), "steps": steps, "rho_vs_final": {}}
@@ -124,21 +145,48 @@ def proxy_validity(records: list[dict[str, Any]]) -> dict[str, Any]:
     keys = sorted(by_pattern)
     last = [by_pattern[k][final] for k in keys]
     rho = {s: spearman([by_pattern[k][s] for k in keys], last) for s in steps[:-1]}
+    hyb = [k for k in keys if "M" in k.split()[0]]  # without the pure-attention outlier: the close calls
+    rho_h = {
+        s: spearman([by_pattern[k][s] for k in hyb], [by_pattern[k][final] for k in hyb]) for s in steps[:-1]
+    }
     return {
         "n_patterns": len(keys),
         "final_step": final,
         "rho_vs_final": rho,
+        "n_with_mamba": len(hyb),
+        "rho_vs_final_with_mamba": rho_h,
         "losses": {k: {str(s): by_pattern[k][s] for s in steps} for k in keys},
     }
 
 
-def _fmt(x: Any, digits: int = 3) -> str:
+def seed_table(data: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """LM loss per distinct (pattern, RoPE) over every seed that ran it, across the LM studies."""
+    runs: dict[str, dict[int, float]] = {}
+    for name, recs in data.items():
+        if name.split("_seed")[0] not in LM_STUDIES:
+            continue
+        seed = int(name.split("_seed")[1]) if "_seed" in name else 0
+        for r in recs:
+            key = f"`{r['pattern']}` rope={'on' if r['rope'] else 'off'}"
+            runs.setdefault(key, {})[int(r["params"].get("train.seed", seed))] = r["val_loss"]
+    lines = ["## LM loss per pattern over seeds (duplicates across studies are the same run config)\n"]
+    lines += ["| pattern | seeds | losses | mean | max - min |", "|---|---|---|---|---|"]
+    for key, by_seed in sorted(runs.items(), key=lambda kv: sum(kv[1].values()) / len(kv[1])):
+        vals = [by_seed[s] for s in sorted(by_seed)]
+        lines.append(
+            f"| {key} | {', '.join(map(str, sorted(by_seed)))} | {', '.join(f'{v:.4f}' for v in vals)} "
+            f"| {sum(vals) / len(vals):.4f} | {max(vals) - min(vals):.4f} |"
+        )
+    return [*lines, ""]
+
+
+def _fmt(x: Any, digits: int = 4) -> str:
     return "-" if x is None else (f"{x:.{digits}f}" if isinstance(x, float) else str(x))
 
 
 def summarise(runs_dir: Path, studies: tuple[str, ...]) -> dict[str, Any]:
     """Tables of every study (Markdown to stdout) and the raw records (JSON beside the studies)."""
-    data = {name: load_trials(name, runs_dir) for name in studies}
+    data = {study_name(spec): load_trials(study_name(spec), runs_dir) for spec in studies}
     lines: list[str] = []
     for name, recs in data.items():
         if not recs:
@@ -159,12 +207,15 @@ def summarise(runs_dir: Path, studies: tuple[str, ...]) -> dict[str, Any]:
             row += [r["metrics"].get(k) for k in (*tasks, *levels)]
             lines.append("| " + " | ".join(_fmt(v) for v in row) + " |")
         lines.append("")
-    allrecs = [r for name, recs in data.items() if name in LM_STUDIES for r in recs]
+    lines += seed_table(data)
+    allrecs = [r for name, recs in data.items() if name in LM_STUDIES for r in recs]  # seed-0 studies only
     validity = proxy_validity(allrecs)
     lines.append("## proxy validity (Spearman of val loss at step s vs the final step, distinct patterns)\n")
     for s, rho in validity.get("rho_vs_final", {}).items():
+        rho_h = validity["rho_vs_final_with_mamba"][s]
         lines.append(
-            f"- step {s} vs {validity['final_step']}: rho = {rho:.3f} (n = {validity['n_patterns']})"
+            f"- step {s} vs {validity['final_step']}: rho = {rho:.3f} (n = {validity['n_patterns']}); "
+            f"patterns with Mamba only: rho = {rho_h:.3f} (n = {validity['n_with_mamba']})"
         )
     print("\n".join(lines))
     out = {"studies": data, "proxy_validity": validity}
@@ -175,7 +226,11 @@ def summarise(runs_dir: Path, studies: tuple[str, ...]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs-dir", default="runs/paper_proxy", help="where the studies go")
-    parser.add_argument("--studies", default=",".join(STUDIES), help="comma-separated study names")
+    parser.add_argument(
+        "--studies",
+        default=",".join(STUDIES),
+        help="comma-separated study names; name@SEED reruns one with a seed",
+    )
     parser.add_argument("--figures", default="plots/paper_proxy", help="figure folder ('' for none)")
     parser.add_argument(
         "--summarise-only", action="store_true", help="no training: tables from existing studies"
