@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from archsearch.train.config import TrainConfig
@@ -15,13 +13,16 @@ GiB = 1024**3
 @pytest.mark.parametrize(
     "preset", ["paper-8b-hybrid", "paper-8b-mamba2", "paper-8b-transformer", "paper-8b-mamba"]
 )
-def test_paper_presets_plan_fast_and_do_not_fit_a_cpu_budget(preset):
-    plan(TrainConfig(preset="toy"))  # imports warm
-    t0 = time.perf_counter()
+def test_paper_presets_plan_without_building_and_do_not_fit_a_cpu_budget(preset, monkeypatch):
+    import archsearch.model.hybrid_lm as hybrid_lm
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the memory plan must not build the model")
+
+    monkeypatch.setattr(hybrid_lm.HybridLM, "__init__", no_build)
     p = plan(
         TrainConfig(preset=preset, seq_len=4096, batch_size=1, precision="bf16-mixed"), device_bytes=16 * GiB
     )
-    assert time.perf_counter() - t0 < 0.5
     assert 7.5e9 < p["num_params"] < 8.8e9
     # mixed precision AdamW: fp32 weights + fp32 grads + 2 fp32 moments = 16 bytes per parameter
     assert p["parameters"] + p["gradients"] + p["optimizer_state"] == 16 * p["num_params"]
