@@ -180,6 +180,28 @@ def seed_table(data: dict[str, list[dict[str, Any]]]) -> list[str]:
     return [*lines, ""]
 
 
+SIZE_PAIRS = (("paper_gpu_fraction", "paper_gpu_validity"),)  # the same patterns at two proxy sizes
+
+
+def size_validity(data: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Rank correlation of the per-pattern loss (mean over seeds) between two studies of the same grid."""
+    lines = []
+    for big, small in SIZE_PAIRS:
+        if not data.get(big) or not data.get(small):
+            continue
+        means = []
+        for name in (big, small):
+            by: dict[str, list[float]] = {}
+            for r in data[name]:
+                by.setdefault(r["pattern"], []).append(r["val_loss"])
+            means.append({k: sum(v) / len(v) for k, v in by.items()})
+        common = sorted(set(means[0]) & set(means[1]))
+        if len(common) >= 3:
+            rho = spearman([means[0][k] for k in common], [means[1][k] for k in common])
+            lines.append(f"- {small} vs {big}: rho = {rho:.3f} over {len(common)} patterns (mean over seeds)")
+    return lines
+
+
 def _fmt(x: Any, digits: int = 4) -> str:
     return "-" if x is None else (f"{x:.{digits}f}" if isinstance(x, float) else str(x))
 
@@ -217,6 +239,9 @@ def summarise(runs_dir: Path, studies: tuple[str, ...]) -> dict[str, Any]:
             f"- step {s} vs {validity['final_step']}: rho = {rho:.3f} (n = {validity['n_patterns']}); "
             f"patterns with Mamba only: rho = {rho_h:.3f} (n = {validity['n_with_mamba']})"
         )
+    sizes = size_validity(data)
+    if sizes:
+        lines += ["", "## proxy validity across sizes\n", *sizes]
     print("\n".join(lines))
     out = {"studies": data, "proxy_validity": validity}
     (runs_dir / "paper_proxy.json").write_text(json.dumps(out, indent=1, default=str))
