@@ -3,11 +3,17 @@ skipped when CUDA is absent."""
 
 from __future__ import annotations
 
-import random
+import os
 
-import numpy as np
-import pytest
-import torch
+# As the CLI does: idle OpenMP threads sleep, so sweep tests with several workers on 2 cores do not spin each other
+# to a crawl. Set before torch is imported (worker processes inherit it).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import random  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
