@@ -167,22 +167,26 @@ def run_trial(study: Any, trial: Any, job: WorkerJob) -> str:
         attrs = trial_attrs(plan, space)
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-        cfg, run_dir = _train_config(plan, space, trial, job)
-        trial.set_user_attr("run_dir", str(run_dir))
-        metric = prune_metric(space)
-        reporter = _reporter(trial, space, metric)
-        summary = _train(cfg, reporter)
-        metrics = flat_metrics(summary)
-        trial.set_user_attr("metrics", metrics)
-        _record_summary(trial, summary, attrs)
-        status = summary.get("status", "ok")
-        if status == "ok":
-            values = objective_values(space, metrics, {**attrs, **_summary_costs(summary)})
-            state = TrialState.COMPLETE
-        elif status in ("diverged", "pruned"):
-            state, reason = TrialState.PRUNED, f"{status}: {summary.get('reason') or 'no reason given'}"
+        twin = _finished_twin(study, trial, attrs.get("pattern"))
+        if twin is not None:  # samplers re-propose settings; training is deterministic, so reuse the result
+            values, state = _reuse_twin(trial, twin), TrialState.COMPLETE
         else:
-            reason = f"{status}: {summary.get('reason') or 'no reason given'}"
+            cfg, run_dir = _train_config(plan, space, trial, job)
+            trial.set_user_attr("run_dir", str(run_dir))
+            metric = prune_metric(space)
+            reporter = _reporter(trial, space, metric)
+            summary = _train(cfg, reporter)
+            metrics = flat_metrics(summary)
+            trial.set_user_attr("metrics", metrics)
+            _record_summary(trial, summary, attrs)
+            status = summary.get("status", "ok")
+            if status == "ok":
+                values = objective_values(space, metrics, {**attrs, **_summary_costs(summary)})
+                state = TrialState.COMPLETE
+            elif status in ("diverged", "pruned"):
+                state, reason = TrialState.PRUNED, f"{status}: {summary.get('reason') or 'no reason given'}"
+            else:
+                reason = f"{status}: {summary.get('reason') or 'no reason given'}"
     except optuna.TrialPruned as exc:
         state, reason = TrialState.PRUNED, str(exc) or "pruned"
     except ArchsearchError as exc:
@@ -209,6 +213,33 @@ def run_trial(study: Any, trial: Any, job: WorkerJob) -> str:
         trial.user_attrs.get("pattern", ""), tally.done, job.n_trials,
     )  # fmt: skip
     return state.name
+
+
+def _finished_twin(study: Any, trial: Any, pattern: str | None) -> Any:
+    """A COMPLETE trial with this trial's parameters and pattern (its training would be identical), or None.
+
+    A retried trial never has a twin: it resumes its own run.
+    """
+    from optuna.trial import TrialState
+
+    if pattern is None or _retried_number(trial) is not None:
+        return None
+    for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if other.params == trial.params and other.user_attrs.get("pattern") == pattern:
+            return other
+    return None
+
+
+def _reuse_twin(trial: Any, twin: Any) -> list[float]:
+    """Copy a finished twin's results onto ``trial`` (marked ``duplicate_of``); returns its objective values."""
+    for key in ("run_dir", "metrics", "tokens_per_s", "curve"):
+        if key in twin.user_attrs:
+            trial.set_user_attr(key, twin.user_attrs[key])
+    trial.set_user_attr("duplicate_of", twin.number)
+    if len(twin.values) == 1:  # Optuna takes reports only in single-objective studies
+        for step, value in sorted(twin.intermediate_values.items()):
+            trial.report(value, step)
+    return list(twin.values)
 
 
 def _reporter(trial: Any, space: SearchSpace, metric: str | None) -> Any:

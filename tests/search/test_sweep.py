@@ -12,6 +12,8 @@ from archsearch.search import run_sweep
 from archsearch.search.study import make_storage
 from archsearch.search.worker import SURPLUS
 
+from .conftest import TINY
+
 ATTRS = ("pattern", "params", "non_embedding_params", "kv_bytes_per_token", "state_bytes", "decode_ms_est",
          "run_dir", "fractions", "spread", "rope", "metrics", "tokens_per_s")  # fmt: skip
 
@@ -131,3 +133,17 @@ def test_diverged_trial_is_pruned_with_its_reason(write_space, tmp_path):
     (trial,) = _study(result.storage_url, "tiny").trials
     assert trial.state == TrialState.PRUNED
     assert trial.user_attrs["status_reason"].startswith("diverged")
+
+
+def test_a_re_proposed_setting_reuses_its_finished_twin(write_space, tmp_path):
+    # one point in the space: every trial after the first would train exactly the same model
+    space = {**TINY["space"], "attention": {"type": "categorical", "choices": [0.25]}, "mlp": 0.5}
+    result = run_sweep(write_space(space=space, sampler="random"), runs_dir=tmp_path / "runs")
+    study = _study(result.storage_url, "tiny")
+    first, *rest = sorted(_finished(study), key=lambda t: t.number)
+    assert len(rest) == 2 and "duplicate_of" not in first.user_attrs
+    for t in rest:
+        assert t.state == TrialState.COMPLETE and t.user_attrs["duplicate_of"] == first.number
+        assert t.values == first.values and t.intermediate_values == first.intermediate_values
+        assert t.user_attrs["run_dir"] == first.user_attrs["run_dir"]
+    assert sorted(p.name for p in (tmp_path / "runs" / "tiny" / "trials").iterdir()) == ["trial-0000"]
