@@ -192,7 +192,9 @@ def _run_processes(job: WorkerJob, workers: int) -> None:
     bad = [f"worker {i} (exit {p.exitcode})" for i, p in enumerate(procs) if p.exitcode]
     if bad:
         log.warning(
-            "[sweep] %s ended abnormally; their running trials are retried by the next sweep", ", ".join(bad)
+            "[sweep] %s ended abnormally; a trial it left RUNNING is failed by heartbeat and retried by a live worker, "
+            "or by the next sweep if none is left",
+            ", ".join(bad),
         )
 
 
