@@ -133,12 +133,13 @@ class Figures:
     retried: int
     lost: int
     duplicated: int
+    reused: int = 0  # finished by reusing an identical finished trial's result
 
     def __str__(self) -> str:
         return (
             f"trials requested {self.requested}, finished {self.finished} ({self.complete} complete, "
             f"{self.pruned} pruned), failed {self.failed} (+{self.surplus} surplus), retried {self.retried}, "
-            f"lost {self.lost}, duplicated {self.duplicated}"
+            f"lost {self.lost}, duplicated {self.duplicated}, reused {self.reused}"
         )
 
 
@@ -155,7 +156,9 @@ def figures(study: Any, requested: int, before: dict[int, Any] | None = None, la
     surplus = sum(t.user_attrs.get("status_reason") == SURPLUS for t in fails)
     now = {t.number: snapshot(t) for t in done}
     lost = sum(now.get(n) != s for n, s in (before or {}).items())
-    run_dirs = [t.user_attrs.get("run_dir") for t in done]
+    # a trial that reused its finished twin's result (duplicate_of) shares that run on purpose; trained trials never do
+    trained = [t for t in done if "duplicate_of" not in t.user_attrs]
+    run_dirs = [t.user_attrs.get("run_dir") for t in trained]
     numbers = [t.number for t in trials]
     fig = Figures(
         requested=requested,
@@ -167,6 +170,7 @@ def figures(study: Any, requested: int, before: dict[int, Any] | None = None, la
         retried=sum("failed_trial" in t.system_attrs for t in trials),
         lost=lost,
         duplicated=(len(numbers) - len(set(numbers))) + (len(run_dirs) - len(set(run_dirs))),
+        reused=len(done) - len(trained),
     )
     print(f"\n[reliability] {label}: {fig}")
     return fig

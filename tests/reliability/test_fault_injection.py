@@ -14,7 +14,7 @@ from archsearch.errors import ConfigError
 from archsearch.search import run_sweep
 from archsearch.train.config import TrainConfig
 from archsearch.train.run import train
-from tests.reliability.helpers import figures, load
+from tests.reliability.helpers import TINY, figures, load
 
 
 def test_oom_is_a_failed_run_with_its_reason(tmp_path):
@@ -56,12 +56,18 @@ def test_nan_and_oom_trials_are_recorded_and_the_sweep_goes_on(write_space, tmp_
 @pytest.mark.slow
 def test_four_workers_on_postgres_finish_exactly_n_trials(write_space, tmp_path, pg):
     url = pg.url()
-    path = write_space("four", n_trials=6, sampler="random", pruner="none")
+    # a continuous learning rate makes every proposal distinct, so all four workers really train concurrently
+    space = {**TINY["space"], "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}
+    path = write_space("four", n_trials=6, sampler="random", pruner="none", space=space)
     run_sweep(path, runs_dir=tmp_path / "runs", workers=4, storage=url, study_name="four-workers")
     study = load(url, "four-workers")
     fig = figures(study, 6, label="4 workers on PostgreSQL")
     assert fig.finished == 6 and fig.failed == 0 and fig.duplicated == 0, str(fig)
     numbers = sorted(t.number for t in study.trials)
     assert numbers == list(range(len(numbers))), numbers
-    runs = {t.user_attrs["run_dir"] for t in study.trials if t.state == TrialState.COMPLETE}
-    assert len(runs) == 6 and all((Path(r) / "summary.json").is_file() for r in runs)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    trained = [
+        t for t in complete if "duplicate_of" not in t.user_attrs
+    ]  # the rest reused an identical trial
+    assert len({t.user_attrs["run_dir"] for t in trained}) == len(trained) == 6 and fig.reused == 0, str(fig)
+    assert all((Path(t.user_attrs["run_dir"]) / "summary.json").is_file() for t in complete)
