@@ -210,7 +210,9 @@ def run_trial(study: Any, trial: Any, job: WorkerJob) -> str:
     log.info(
         "%s trial %d %s in %.0fs: %s %s | %d/%d done",
         _tag(job), trial.number, state.name, time.time() - t0, format_values(space, values) if values else (reason or ""),
-        trial.user_attrs.get("pattern", ""), tally.done, job.n_trials,
+        trial.user_attrs.get("pattern", "")
+        + (f" (reused trial {trial.user_attrs['duplicate_of']})" if "duplicate_of" in trial.user_attrs else ""),
+        tally.done, job.n_trials,
     )  # fmt: skip
     return state.name
 
