@@ -177,6 +177,8 @@ class HybridLM(nn.Module):
         self.last_mtp_losses: list[torch.Tensor] = []  # per depth, detached, from the last compute_loss
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embedding.weight
+        # layers with an auxiliary loss (they declare ``aux_loss`` when built), found once instead of every step
+        self._aux_modules = [m for m in self.modules() if m is not self and hasattr(m, "aux_loss")]
         self.reset_parameters()
 
     # ---- init ---------------------------------------------------------------------------------------------------
@@ -199,9 +201,8 @@ class HybridLM(nn.Module):
     # ---- forward ------------------------------------------------------------------------------------------------
     def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Final-normalised hidden states (B, T, D) in the compute dtype; resets and refills layers' aux losses."""
-        for module in self.modules():
-            if module is not self and hasattr(module, "aux_loss"):
-                module.aux_loss = None
+        for module in self._aux_modules:
+            module.aux_loss = None
         param_dtype = self.embedding.weight.dtype
         compute_dtype = _compute_dtype(input_ids.device.type, param_dtype)
         x = self.embedding(input_ids)  # (B, T, D)
@@ -236,11 +237,7 @@ class HybridLM(nn.Module):
             losses = self.mtp(h, input_ids, labels, self.embedding, self._head_loss)
             self.last_mtp_losses = [loss.detach() for loss in losses]
             mtp_loss = mtp_combine(losses, self.mtp_loss_scaling_factor)
-        aux = [
-            m.aux_loss
-            for m in self.modules()
-            if m is not self and torch.is_tensor(getattr(m, "aux_loss", None))
-        ]
+        aux = [m.aux_loss for m in self._aux_modules if torch.is_tensor(m.aux_loss)]
         aux_loss = (
             torch.stack([a.float().reshape(()) for a in aux]).sum()
             if aux
