@@ -21,27 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/postgres.p
 
 import postgres  # noqa: E402
 
-# A trial that trains for real in seconds: toy preset, batches of 2 x 32 tokens. Heartbeats every second and a
-# 3 s grace period, so a killed worker's trial is failed and retried within a few seconds.
-TINY: dict[str, Any] = {
-    "preset": "toy",
-    "data": "default",
-    "seq_len": 32,
-    "batch_size": 2,
-    "steps": 4,
-    "val_every": 2,
-    "val_batches": 1,
-    "train": {"checkpoint": False, "log_every": 2},
-    "n_trials": 3,
-    "seed": 0,
-    "heartbeat_interval": 1,
-    "grace_period": 3,
-    "space": {
-        "layers": 4,
-        "attention": {"type": "float", "low": 0.0, "high": 0.5, "step": 0.25},
-        "mlp": {"type": "categorical", "choices": [0.0, 0.5]},
-    },
-}
+from tests.search.conftest import TINY as SEARCH_TINY  # noqa: E402
+
+# The sweep tests' tiny trial (toy preset, batches of 2 x 32 tokens), with heartbeats every second and a 3 s grace
+# period, so a killed worker's trial is failed and retried within a few seconds.
+TINY: dict[str, Any] = {**SEARCH_TINY, "heartbeat_interval": 1, "grace_period": 3}
 
 # Slow trials for the kill tests: 16 steps of at least 0.15 s, a checkpoint at every validation (every 4 steps).
 SLOW: dict[str, Any] = {
