@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from archsearch.errors import ConfigError, PatternError
-from archsearch.layers.norm import make_norm
+from archsearch.layers.norm import add_norm, fused_add_norm_available, make_norm
 from archsearch.model.config import ModelConfig
 from archsearch.model.mtp import MultiTokenPrediction
 from archsearch.model.mtp import combine as mtp_combine
@@ -205,13 +205,20 @@ class HybridLM(nn.Module):
             module.aux_loss = None
         param_dtype = self.embedding.weight.dtype
         compute_dtype = _compute_dtype(input_ids.device.type, param_dtype)
-        x = self.embedding(input_ids)  # (B, T, D)
-        residual = x.float() if self.cfg.residual_in_fp32 else x
+        fused = self._fused_norm(input_ids)
+        out, residual = self.embedding(input_ids), None  # (B, T, D)
         for block in self.layers:
-            h = block.norm(residual.to(param_dtype)).to(compute_dtype)
-            out = block.mixer(h)
-            residual = residual + out.to(residual.dtype)
-        return self.norm_f(residual.to(param_dtype)).to(compute_dtype)
+            h, residual = add_norm(
+                out, residual, block.norm, residual_in_fp32=self.cfg.residual_in_fp32, fused=fused
+            )
+            out = block.mixer(h.to(compute_dtype))
+        h, _ = add_norm(out, residual, self.norm_f, residual_in_fp32=self.cfg.residual_in_fp32, fused=fused)
+        return h.to(compute_dtype)
+
+    def _fused_norm(self, input_ids: torch.Tensor) -> bool:
+        """Run the residual add + norm as mamba_ssm's Triton kernel: CUDA inputs, the kernel imports, and the
+        model's backend is not ``reference`` (which keeps every op in PyTorch)."""
+        return input_ids.is_cuda and self.cfg.backend != "reference" and fused_add_norm_available()
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, padded_vocab) for token ids (B, T)."""
@@ -316,22 +323,25 @@ class HybridLM(nn.Module):
             raise ConfigError(f"decode cache is full: max_seqlen {cache.max_seqlen} tokens already used")
         param_dtype = self.embedding.weight.dtype
         compute_dtype = _compute_dtype(input_ids.device.type, param_dtype)
-        x = self.embedding(input_ids)  # (B, 1, D)
-        residual = x.float() if self.cfg.residual_in_fp32 else x
+        fused = self._fused_norm(input_ids)
+        out, residual = self.embedding(input_ids), None  # (B, 1, D)
         for block, layer_cache in zip(self.layers, cache.layers, strict=True):
-            h = block.norm(residual.to(param_dtype)).to(compute_dtype)
+            h, residual = add_norm(
+                out, residual, block.norm, residual_in_fp32=self.cfg.residual_in_fp32, fused=fused
+            )
+            h = h.to(compute_dtype)
             if layer_cache is not None or (static and hasattr(block.mixer, "step")):
                 out = block.mixer.step(h, layer_cache)
             else:
                 out = block.mixer(h)
             if isinstance(out, tuple):  # tolerate mamba_ssm-style (out, *states) returns
                 out = out[0]
-            residual = residual + out.to(residual.dtype)
         if static:
             cache.position.add_(input_ids.shape[1])
         else:
             cache.seqlen_offset += input_ids.shape[1]
-        return self.lm_head(self.norm_f(residual.to(param_dtype)).to(compute_dtype))
+        h, _ = add_norm(out, residual, self.norm_f, residual_in_fp32=self.cfg.residual_in_fp32, fused=fused)
+        return self.lm_head(h.to(compute_dtype))
 
 
 # ---- helpers ----------------------------------------------------------------------------------------------------

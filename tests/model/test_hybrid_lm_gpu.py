@@ -51,3 +51,32 @@ def test_bf16_training_step_peak_memory_near_plan():
     plan = training_memory(pattern, cfg, seq, micro_batch)
     assert losses[-1] < losses[0]  # the same batch three times: the loss falls
     assert plan["total"] == pytest.approx(peak, rel=0.2), (plan["total"] / 2**30, peak / 2**30)
+
+
+@pytest.mark.parametrize("kind", ["rmsnorm", "layernorm"])
+@pytest.mark.parametrize("first", [True, False])
+def test_fused_add_norm_matches_pytorch_forward_and_backward(kind, first):
+    pytest.importorskip("mamba_ssm")
+    from archsearch.layers.norm import add_norm, make_norm
+
+    torch.manual_seed(0)
+    norm = make_norm(kind, 256).cuda()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x0 = torch.randn(4, 64, 256, device="cuda", dtype=torch.bfloat16)
+    r0 = None if first else torch.randn(4, 64, 256, device="cuda")
+    w_h, w_r = torch.randn(2, 4, 64, 256, device="cuda")
+
+    def run(fused: bool):
+        norm.zero_grad()
+        x = x0.clone().requires_grad_(True)
+        r = None if r0 is None else r0.clone().requires_grad_(True)
+        h, res = add_norm(x, r, norm, residual_in_fp32=True, fused=fused)
+        assert res.dtype == torch.float32
+        ((h.float() * w_h).sum() + (res * w_r).sum()).backward()
+        return h.float(), res, x.grad, None if r is None else r.grad, norm.weight.grad.clone()
+
+    fused, plain = run(True), run(False)
+    for name, a, b in zip(("h", "residual", "dx", "dresidual", "dweight"), fused, plain, strict=True):
+        if b is not None:
+            torch.testing.assert_close(a.float(), b.float(), rtol=1e-2, atol=1e-2, msg=name)
