@@ -17,10 +17,13 @@ of the attention layers, and proxy validity (rank correlation of the patterns' l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 from typing import Any
@@ -49,35 +52,75 @@ def study_name(spec: str) -> str:
     return f"{name}_seed{seed}" if seed else name
 
 
-def run_study(spec: str, runs_dir: Path, figures: Path | None) -> None:
-    """Run (or resume) one study (``name`` or ``name@seed``) through the CLI, then draw its figures."""
+def run_study(spec: str, runs_dir: Path, figures: Path | None, opts: argparse.Namespace) -> None:
+    """Run (or resume) one study (``name`` or ``name@seed``) through the CLI, then draw its figures.
+
+    ``opts.workers`` worker processes (they share the one GPU), ``opts.data`` overrides the space's corpus, and
+    ``opts.deadline`` (a ``time.time()`` value or None) stops the sweep, workers and all, when reached: its finished
+    trials stay in the study and a later run resumes the rest.
+    """
     base, _, seed = spec.partition("@")
     name = study_name(spec)
     space = REPO / "search_spaces" / f"{base}.yaml"
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
     t0 = time.time()
-    cmd = ["archsearch", "sweep", str(space), "--runs-dir", str(runs_dir), "--json"]
+    cmd = [sys.executable, "-m", "archsearch", "sweep", str(space), "--runs-dir", str(runs_dir), "--json"]
+    cmd += ["--workers", str(opts.workers)]
     if seed:
         cmd += ["--seed", seed, "--study-name", name]
+    if opts.data:
+        cmd += ["--data", opts.data]
     print(f"[paper_proxy] {' '.join(cmd)}", file=sys.stderr, flush=True)
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
+    left = None if opts.deadline is None else max(1.0, opts.deadline - time.time())
+    try:
+        code = proc.wait(timeout=left)
+    except subprocess.TimeoutExpired:
+        stop_group(proc)
+        print(
+            f"[paper_proxy] {name}: deadline reached, stopped after {time.time() - t0:.0f} s", file=sys.stderr
+        )
+        return
+    if code != 0:
+        raise SystemExit(f"[paper_proxy] {name}: archsearch sweep exited with status {code}")
     print(f"[paper_proxy] {name}: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
     if figures is not None:
         out = figures / name
-        plot = [
-            "archsearch",
-            "plot",
-            str(runs_dir / name),
-            "--out",
-            str(out),
-            "--format",
-            "png",
-            "--dpi",
-            "80",
-        ]
-        plot += ["--only", PLOTS.get(base, "fraction")]
+        plot = [sys.executable, "-m", "archsearch", "plot", str(runs_dir / name), "--out", str(out)]
+        plot += ["--format", "png", "--dpi", "80", "--only", PLOTS.get(base, "fraction")]
         subprocess.run(plot, check=False, env=env, stdout=subprocess.DEVNULL)
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the sweep's process group (it and its workers), SIGKILL what is left after 20 s."""
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def build_corpus(path: Path) -> None:
+    """One text file of every ``.py`` file of this Python's standard library (sorted, site-packages excluded),
+    each after a ``# file: <relative path>`` line: a real corpus of a few tens of MB on any machine, offline."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(
+        p
+        for p in root.rglob("*.py")
+        if not {"site-packages", "dist-packages"} & set(p.relative_to(root).parts)
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as out:
+        for f in files:
+            out.write(f"# file: {f.relative_to(root)}\n")
+            out.write(f.read_text(encoding="utf-8", errors="replace"))
+            out.write("\n")
+    size = path.stat().st_size
+    print(f"[paper_proxy] corpus {path}: {len(files)} files of {root}, {size:,} bytes", file=sys.stderr)
 
 
 def load_trials(name: str, runs_dir: Path) -> list[dict[str, Any]]:
@@ -260,13 +303,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--summarise-only", action="store_true", help="no training: tables from existing studies"
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes per study (they share a GPU)"
+    )
+    parser.add_argument(
+        "--data", default=None, help="the LM corpus for every study (overrides the spaces' data)"
+    )
+    parser.add_argument(
+        "--corpus",
+        default=None,
+        help="first write this Python's standard-library source to this text file, and use it as --data",
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=None, help="stop (resumably) after this many minutes in all"
+    )
     args = parser.parse_args(argv)
+    args.deadline = None if args.minutes is None else time.time() + 60 * args.minutes
     runs_dir = Path(args.runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     studies = tuple(s for s in args.studies.split(",") if s)
+    if args.corpus:
+        build_corpus(Path(args.corpus))
+        args.data = args.corpus
     if not args.summarise_only:
         for name in studies:
-            run_study(name, runs_dir, Path(args.figures) if args.figures else None)
+            if args.deadline is not None and time.time() >= args.deadline:
+                print(f"[paper_proxy] {name}: not started (deadline)", file=sys.stderr)
+                continue
+            run_study(name, runs_dir, Path(args.figures) if args.figures else None, args)
     summarise(runs_dir, studies)
     return 0
 

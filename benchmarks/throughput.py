@@ -29,6 +29,7 @@ SIZES = {  # width, blocks, MLP width, sequence, micro-batch
     "400m": dict(d_model=1024, n_blocks=24, d_ff=2816, seq=2048, batch=8),
 }
 ATTN_BLOCKS = (4, 12, 20)
+IMPLS = ("baseline", "archsearch", "archsearch+compile", "archsearch-fusednorm")
 
 
 def mixers(stack: str, n_blocks: int) -> list[str]:
@@ -70,7 +71,9 @@ def baseline_model(size: dict, stack: str):
     return model, loss_fn, emb, opt
 
 
-def archsearch_model(size: dict, stack: str, compile_: bool):
+def archsearch_model(size: dict, stack: str, variant: str):
+    """``variant``: ``archsearch`` as a run trains it; ``+compile`` also torch.compiles every MLP block;
+    ``-fusednorm`` turns the fused residual add + norm kernel off (the PyTorch ops), to attribute its gain."""
     from archsearch.model.build import build_model
     from archsearch.model.config import ModelConfig
     from archsearch.train.optim import make_optimizer
@@ -91,7 +94,9 @@ def archsearch_model(size: dict, stack: str, compile_: bool):
         }
     )
     model = build_model(pattern, cfg, device="cuda")
-    if compile_:
+    if variant == "archsearch-fusednorm":
+        model._fused_norm = lambda ids: False
+    if variant == "archsearch+compile":
         for block in model.layers:
             if block.symbol == "-":
                 block.mixer.compile()
@@ -149,12 +154,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1.3b,400m")
     ap.add_argument("--stacks", default="hybrid,mamba2,attention")
-    ap.add_argument("--impls", default="baseline,archsearch")
+    ap.add_argument(
+        "--impls",
+        default="baseline,archsearch",
+        help="comma list of baseline, archsearch, archsearch+compile (MLPs compiled), "
+        "archsearch-fusednorm (without the fused add + norm kernel)",
+    )
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--compile", action="store_true", help="torch.compile archsearch's MLP blocks")
+    ap.add_argument(
+        "--warmup", type=int, default=5, help="untimed steps first (Triton autotuning, compilation)"
+    )
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
     args = ap.parse_args()
+    for impl in args.impls.split(","):
+        if impl not in IMPLS:
+            ap.error(f"--impls: unknown {impl!r} (one of {', '.join(IMPLS)})")
     rows = []
     for size_name in args.sizes.split(","):
         size = SIZES[size_name]
@@ -166,7 +180,7 @@ def main() -> None:
                     if impl == "baseline":
                         model, fn, emb, opt = baseline_model(size, stack)
                     else:
-                        model, fn, emb, opt = archsearch_model(size, stack, args.compile)
+                        model, fn, emb, opt = archsearch_model(size, stack, impl)
                     r = measure(model, fn, emb, opt, size, n_attn, args.steps, args.warmup)
                 except torch.OutOfMemoryError as exc:
                     r = {"error": f"OOM: {str(exc).splitlines()[0][:80]}"}
@@ -175,17 +189,17 @@ def main() -> None:
                 rows.append(row)
                 model = fn = opt = None
     print(f"\n{torch.cuda.get_device_name(0)}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
-    hdr = f"{'size':5} {'stack':9} {'impl':10} {'params M':>8} {'ms/step':>8} {'tokens/s':>9} {'MFU':>6} {'GiB':>5} {'ratio':>6}"
+    hdr = f"{'size':5} {'stack':9} {'impl':20} {'params M':>8} {'ms/step':>8} {'tokens/s':>9} {'MFU':>6} {'GiB':>5} {'ratio':>6}"
     print(hdr)
     base = {(r["size"], r["stack"]): r for r in rows if r["impl"] == "baseline" and "tokens_per_s" in r}
     for r in rows:
         if "error" in r:
-            print(f"{r['size']:5} {r['stack']:9} {r['impl']:10} {r['error']}")
+            print(f"{r['size']:5} {r['stack']:9} {r['impl']:20} {r['error']}")
             continue
         b = base.get((r["size"], r["stack"]))
         ratio = r["tokens_per_s"] / b["tokens_per_s"] if b else math.nan
         print(
-            f"{r['size']:5} {r['stack']:9} {r['impl']:10} {r['params_m']:8.1f} {r['step_ms']:8.1f} "
+            f"{r['size']:5} {r['stack']:9} {r['impl']:20} {r['params_m']:8.1f} {r['step_ms']:8.1f} "
             f"{r['tokens_per_s']:9d} {r['mfu']:6.3f} {r['peak_gib']:5.1f} {ratio:6.2f}"
         )
     if args.out:

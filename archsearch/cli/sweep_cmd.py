@@ -34,6 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--runs-dir", default="runs", help="where runs/<study>/ goes (default: runs)")
     p.add_argument("--seed", type=int, default=None, help="override the file's seed (sampler and training)")
     p.add_argument(
+        "--data",
+        default=None,
+        help="override the file's data: the LM corpus (text file or folder, token .bin/.npy, .jsonl, hf:NAME)",
+    )
+    p.add_argument(
         "--max-failures",
         type=int,
         default=None,
@@ -61,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         study_name=args.study_name,
         runs_dir=args.runs_dir,
         seed=args.seed,
+        data=args.data,
         max_failures=args.max_failures,
     )
     if args.json:

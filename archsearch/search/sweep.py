@@ -44,6 +44,7 @@ def run_sweep(
     study_name: str | None = None,
     runs_dir: str | Path = "runs",
     seed: int | None = None,
+    data: str | None = None,
     max_failures: int | None = None,
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
@@ -58,6 +59,7 @@ def run_sweep(
         study_name: default the space's ``study`` (its file name).
         runs_dir: where ``<study>/`` (storage, trial runs) goes.
         seed: overrides the space's seed (sampler and training).
+        data: overrides the space's ``data:`` (the LM corpus: a path or ``hf:<dataset>``); checked before any trial.
         max_failures: stop after this many FAILED trials in this invocation (default: ``n_trials``).
         heartbeat_interval, grace_period: seconds (default: the space's); a RUNNING trial silent for
             ``grace_period`` is failed and retried.
@@ -68,7 +70,17 @@ def run_sweep(
     from archsearch.search.study import create_or_load, default_storage_url, make_storage, record_study_attrs
 
     if not isinstance(space, SearchSpace):
-        space = load_space(space)
+        space = load_space(space, check_build=data is None)
+    if data is not None:
+        from archsearch.search.suggest import check_corners
+
+        space = replace(space, data=data)
+        try:
+            check_corners(space)
+        except ConfigError as exc:  # a corpus that cannot be served is the flag's fault, not the file's
+            if exc.key != "data":
+                raise
+            raise ConfigError(exc.message, "command line", "--data", exc.hint) from None
     if seed is not None:
         space = replace(space, seed=seed)
     if workers < 1:

@@ -60,3 +60,29 @@ def test_bad_flags(tmp_path, capsys):
     assert "--workers" in capsys.readouterr().err
     assert main(["sweep", str(path), "--storage", "not-a-url", "--runs-dir", str(tmp_path / "r")]) == 2
     assert "--storage" in capsys.readouterr().err
+
+
+def test_data_flag_overrides_the_files_corpus(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("def add(a, b):\n    return a + b\n" * 400)
+    path = _write(tmp_path, {**TINY, "n_trials": 1})
+    code = main(["sweep", str(path), "--runs-dir", str(tmp_path / "runs"), "--data", str(corpus), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["counts"]["COMPLETE"] == 1
+    config = yaml.safe_load(
+        (tmp_path / "runs" / "cli_tiny" / "trials" / "trial-0000" / "config.yaml").read_text()
+    )
+    assert config["data"] == str(corpus)
+
+
+def test_data_flag_with_a_missing_corpus_is_one_line(tmp_path, capsys):
+    path = _write(tmp_path, TINY)
+    assert (
+        main(["sweep", str(path), "--runs-dir", str(tmp_path / "runs"), "--data", str(tmp_path / "nope")])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        "archsearch: command line: --data: the data cannot be served"
+    )
+    assert not (tmp_path / "runs").exists()

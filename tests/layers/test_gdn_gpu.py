@@ -100,6 +100,8 @@ def test_fused_matches_reference():
 
 def test_matches_fla_gated_deltanet():
     needs_fla()
+    if import_error("fla.layers") is not None:  # fla's layer zoo needs transformers; the kernels do not
+        pytest.skip(f"fla.layers does not import: {import_error('fla.layers')}")
     from fla.layers import GatedDeltaNet as FlaGatedDeltaNet
 
     ours = layer()
