@@ -169,7 +169,9 @@ class _quiet_experimental:
 def make_sampler(space: Any, *, seed: int | None = None) -> Any:
     """The sampler named by the space (``auto``: TPE for one objective, NSGA-II for several), seeded.
 
-    Workers of one study get different seeds (``seed + worker index``) so that they do not propose the same trials.
+    Workers of one study get different seeds (``seed + worker index``) so that they do not propose the same trials,
+    except for the grid: GridSampler shuffles its points by seed and maps a trial's grid id through that order, so
+    every worker must share the space's seed or grid ids taken by different workers name the same point.
     """
     import optuna
 
@@ -183,7 +185,7 @@ def make_sampler(space: Any, *, seed: int | None = None) -> Any:
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "grid":
-        return optuna.samplers.GridSampler(grid_space(space), seed=seed)
+        return optuna.samplers.GridSampler(grid_space(space), seed=space.seed)
     if name == "cmaes":
         try:
             import cmaes  # noqa: F401

@@ -152,3 +152,13 @@ def test_a_re_proposed_setting_reuses_its_finished_twin(write_space, tmp_path):
         assert t.values == first.values and t.intermediate_values == first.intermediate_values
         assert t.user_attrs["run_dir"] == first.user_attrs["run_dir"]
     assert sorted(p.name for p in (tmp_path / "runs" / "tiny" / "trials").iterdir()) == ["trial-0000"]
+
+
+def test_parallel_workers_on_a_grid_each_run_a_different_point(write_space, tmp_path):
+    # GridSampler shuffles its points by seed; workers with their own seeds once ran the same point twice
+    space = {**TINY["space"], "attention": {"type": "categorical", "choices": [0.0, 0.25, 0.5]}}
+    path = write_space(sampler="grid", n_trials=3, space=space)
+    result = run_sweep(path, runs_dir=tmp_path / "runs", workers=3)
+    study = _study(result.storage_url, "tiny")
+    done = [t for t in _finished(study) if "duplicate_of" not in t.user_attrs]
+    assert sorted(t.params["attention"] for t in done) == [0.0, 0.25, 0.5]
