@@ -9,6 +9,7 @@ postgresql+psycopg2://...``) is the way to run many workers on many machines. A 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import re
@@ -185,7 +186,7 @@ def make_sampler(space: Any, *, seed: int | None = None) -> Any:
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "grid":
-        return optuna.samplers.GridSampler(grid_space(space), seed=space.seed)
+        return _grid_sampler_class()(grid_space(space), seed=space.seed)
     if name == "cmaes":
         try:
             import cmaes  # noqa: F401
@@ -195,6 +196,20 @@ def make_sampler(space: Any, *, seed: int | None = None) -> Any:
             ) from None
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     raise ConfigError(f"unknown sampler {name!r}", space.source, "sampler")
+
+
+@functools.cache
+def _grid_sampler_class() -> type:
+    """GridSampler without its ``after_trial`` hook, which calls ``study.stop()`` once the grid is covered: outside
+    ``study.optimize`` (our workers ask and tell) that raises after the trial is stored, so the worker that told the
+    last point logged a false "could not record". The workers stop on a covered grid themselves."""
+    import optuna
+
+    class GridSampler(optuna.samplers.GridSampler):
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            return None
+
+    return GridSampler
 
 
 def grid_space(space: Any) -> dict[str, list[Any]]:
