@@ -124,13 +124,14 @@ def resolve_backend(
     why = _missing(spec, requires)
     if why is not None:
         if _cuda_available():
-            _warn_once(spec.name, why)
+            warn_once(spec.name, why)
         return "reference"
     return "fused"
 
 
 @functools.cache
-def _warn_once(name: str, why: str) -> None:
+def warn_once(name: str, why: str) -> None:
+    """One warning per (what, why) per process: the fused kernels cannot serve ``name``, the reference runs."""
     warnings.warn(f"{name}: fused kernels unavailable ({why}); using the PyTorch reference", stacklevel=3)
 
 

@@ -11,11 +11,14 @@ Parameters carry fla's names and shapes (``use_gate=True``, short convs on, no c
 
 The delta rule runs fla's ``chunk_gated_delta_rule`` on CUDA when ``fla`` imports (optional, never imported on the
 CPU path), else the chunked PyTorch reference :mod:`archsearch.layers.gdn_ref`; the convolutions and the gated norm
-are PyTorch on both paths.
+are PyTorch on both paths. fla 0.6 refuses the gated backward on Hopper GPUs with Triton 3.4 to 3.7.0 (its issue
+#640: wrong gradients) unless tilelang is installed; there ``auto`` trains with the reference (fla still serves
+inference) and ``fused`` refuses to train with a BackendError (seen on an H100 with Triton 3.6, 2026-11-25).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archsearch.errors import ConfigError
+from archsearch.errors import BackendError, ConfigError
 from archsearch.layers.attention import choose, positive_int
-from archsearch.layers.backend import check_backend, resolve_backend
+from archsearch.layers.backend import check_backend, import_error, resolve_backend, warn_once
 from archsearch.layers.gdn_ref import gated_delta_rule_chunked, gated_delta_rule_step, l2norm, upcast
 from archsearch.pattern.registry import LayerCost, LayerSpec, register
 
@@ -179,11 +182,28 @@ class GatedDeltaNet(nn.Module):
         """(B, T, D) -> (B, T, D)."""
         q, k, v = self._qkv(x)
         g, beta = self._gates(x)
-        if self.backend_for(x) == "fused":
+        if self._fused_here(x):
             o = self._delta_rule_fused(q, k, v, g, beta)
         else:
             o, _ = gated_delta_rule_chunked(l2norm(q), l2norm(k), v, g, beta, CHUNK_SIZE)
         return self._output(o, x)
+
+    def _fused_here(self, x: torch.Tensor) -> bool:
+        """fla's kernel for this call: the backend resolves to ``fused`` and, when gradients will flow, fla's
+        backward runs on this GPU (see the module docstring); ``auto`` falls back to the reference then."""
+        if self.backend_for(x) != "fused":
+            return False
+        training = torch.is_grad_enabled() and (x.requires_grad or self.q_proj.weight.requires_grad)
+        why = fla_backward_refusal() if training else None
+        if why is None:
+            return True
+        if self.backend == "fused":
+            raise BackendError(
+                f"backend 'fused' for gated DeltaNet (G) cannot train here: {why}; "
+                "set model.backend to 'auto' to train with the PyTorch reference"
+            )
+        warn_once("gated DeltaNet (G) training", why)
+        return False
 
     def _delta_rule_fused(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor
@@ -242,6 +262,25 @@ class GatedDeltaNet(nn.Module):
 
 
 # ---- fla interop ------------------------------------------------------------------------------------------------
+@functools.cache
+def fla_backward_refusal() -> str | None:
+    """Why fla's chunked gated-delta-rule backward refuses to run here, or None (also when fla does not import).
+
+    Reads the conditions from fla's own module (``fla.ops.common.chunk_o``), so a fixed fla release lifts it.
+    """
+    try:
+        from fla.ops.common import chunk_o
+    except Exception:  # noqa: BLE001  (no fla, or a broken one: the fused path is not taken anyway)
+        return None
+    hopper = getattr(chunk_o, "IS_NVIDIA_HOPPER", False) and getattr(chunk_o, "TRITON_ABOVE_3_4_0", False)
+    if hopper and not getattr(chunk_o, "TRITON_ABOVE_3_7_1", True) and import_error("tilelang") is not None:
+        return (
+            "fla refuses its gated-delta-rule backward on Hopper GPUs with Triton >= 3.4, < 3.7.1 "
+            "(fla issue #640, wrong gradients) unless tilelang is installed"
+        )
+    return None
+
+
 def to_fla_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Our parameter names -> fla's ``GatedDeltaNet`` names (``out_proj`` -> ``o_proj``); shapes are identical."""
     return {_rename(key, FLA_RENAMES): value for key, value in state.items()}

@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from archsearch.errors import BackendError
 from archsearch.layers.backend import import_error
-from archsearch.layers.gated_deltanet import GatedDeltaNet, to_fla_state_dict
+from archsearch.layers.gated_deltanet import GatedDeltaNet, fla_backward_refusal, to_fla_state_dict
 from archsearch.layers.gdn_ref import gated_delta_rule_chunked, gated_delta_rule_recurrent, l2norm
 from archsearch.layers.sparse_attention import SparseAttentionOptions, causal_keys, select_top_k
 from archsearch.layers.sparse_attention import build as build_sparse
@@ -85,12 +86,29 @@ def test_decode_on_cuda_matches_forward():
     assert rel(steps, y) < 1e-4
 
 
+def forward_only(m: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad(), torch.autocast(CUDA, dtype=BF16):
+        y = m(x)
+    return y[0] if isinstance(y, tuple) else y
+
+
 def test_fused_matches_reference():
     needs_fla()
     ref, fused = layer("reference"), layer("fused")
     fused.load_state_dict(ref.state_dict())
     x = torch.randn(B, T, D, device=CUDA)
     w = torch.randn(B, T, D, device=CUDA)
+    assert rel(forward_only(fused, x), forward_only(ref, x)) < 2e-2  # inference: fla's forward everywhere
+    if fla_backward_refusal() is not None:  # fla refuses its backward on this GPU + Triton: we say so, once
+        with pytest.raises(BackendError, match="cannot train here"):
+            run(fused, x, w, autocast=True)
+        auto = layer("auto")
+        auto.load_state_dict(ref.state_dict())
+        with pytest.warns(UserWarning, match="issue #640"):
+            _, g_auto = run(auto, x, w, autocast=True)
+        _, g_ref = run(ref, x, w, autocast=True)
+        assert rel(g_auto, g_ref) == 0.0  # auto trained through the reference
+        pytest.skip(f"fla's backward not compared: {fla_backward_refusal()}")
     y_ref, g_ref = run(ref, x, w, autocast=True)
     y_fused, g_fused = run(fused, x, w, autocast=True)
     assert rel(y_fused, y_ref) < 2e-2 and rel(g_fused, g_ref) < 3e-2
@@ -113,6 +131,9 @@ def test_matches_fla_gated_deltanet():
     ours.train(), theirs.train()
     x = torch.randn(B, T, D, device=CUDA)
     w = torch.randn(B, T, D, device=CUDA)
+    assert rel(forward_only(ours, x), forward_only(theirs, x)) < 3e-2
+    if fla_backward_refusal() is not None:
+        pytest.skip(f"fla's backward not compared: {fla_backward_refusal()}")
     y_ours, g_ours = run(ours, x, w, autocast=True)
     y_theirs, g_theirs = run(theirs, x, w, autocast=True)
     assert rel(y_ours, y_theirs) < 3e-2 and rel(g_ours, g_theirs) < 5e-2
