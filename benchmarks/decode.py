@@ -580,7 +580,7 @@ def run(args: argparse.Namespace) -> list[Cell]:
             elif cell.status == "planned":
                 run_cell(model, cell, report, args, device, dtype)
                 if cell.status == "ok" and cell.ms:
-                    moved = report.decode_time(cell.context, cell.batch) * report.card.achievable_bandwidth
+                    moved = report.decode_bytes(cell.context, cell.batch)
                     cell.effective_tb_s = moved / (cell.ms / 1e3) / 1e12
             done.append(cell)
             log(describe(cell))

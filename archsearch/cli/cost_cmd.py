@@ -166,8 +166,8 @@ def _report_table(
         f"weights                    {fmt_bytes(report.weight_bytes)} "
         f"({fmt_bytes(report.weight_bytes_read_per_step)} read per decode step)",
         "",
-        f"decode, batch {batch}, {card.name} at {card.achievable_bandwidth / 1e12:.2f} TB/s achievable "
-        f"({card.memory_bytes / 1e9:.0f} GB)",
+        f"decode, batch {batch}, {card.name}: weights at {card.weight_bandwidth / 1e12:.2f} TB/s, caches at "
+        f"{card.cache_bandwidth / 1e12:.2f} TB/s ({card.memory_bytes / 1e9:.0f} GB)",
         f"{'context':>9s} {'KV/sequence':>12s} {'memory':>11s} {'ms/step':>9s} {'tokens/s':>10s} {'fits':>5s} "
         f"{'max batch':>10s}",
     ]

@@ -1,9 +1,12 @@
 """Accelerator ceilings for the cost model: memory bandwidth (decode), peak bf16 FLOP/s (MFU) and memory size.
 
-Datasheet numbers, plus the fraction of the bandwidth a real decode step reaches. The anchors
-(../shared/reference/anchors.md) measured an HBM copy at about 3.0 TB/s on an H100 (0.9 of 3.35) and the paper's
-8B hybrid decoding one sequence at about 2.65 TB/s (counting all 17.3 GB of its weights; 2.33 TB/s counting only
-the bytes a step really reads); 0.8 sits between the copy rate and what small per-token matrix-vector products reach.
+Datasheet numbers, plus the fractions of the bandwidth a real decode step reaches for its two kinds of traffic:
+streaming the weights through many small matrix-vector products (``weight_fraction``) and reading KV caches and
+SSM states (``cache_fraction``), which runs near copy speed. The H100 values are a least-squares fit of
+``t = weights / (f_w B) + caches / (f_c B)`` to the anchors' ten CUDA-graphed decode cells of the paper's 8B hybrid
+and Transformer (../shared/reference/anchors.md: batch 1 and 8, 4K to 32K): f_w = 0.68, f_c = 0.92, every cell
+within 4% (a single fraction of 0.8 was 12-19% low on the hybrid). H200 and A100 take the H100's fractions
+(not measured).
 """
 
 from __future__ import annotations
@@ -21,29 +24,39 @@ class Card:
     Attributes:
         name: the key in :data:`CARDS`.
         memory_bandwidth: datasheet HBM bandwidth in bytes/s.
-        achievable_fraction: share of ``memory_bandwidth`` a bandwidth-bound decode step reaches.
+        weight_fraction: share of ``memory_bandwidth`` a decode step reaches while reading the weights.
+        cache_fraction: share it reaches while reading KV caches and reading and writing SSM states.
         peak_bf16_flops: dense bf16 FLOP/s (datasheet, no sparsity), the MFU denominator.
         memory_bytes: device memory in bytes.
     """
 
     name: str
     memory_bandwidth: float
-    achievable_fraction: float
+    weight_fraction: float
+    cache_fraction: float
     peak_bf16_flops: float
     memory_bytes: float
 
     @property
-    def achievable_bandwidth(self) -> float:
-        return self.memory_bandwidth * self.achievable_fraction
+    def weight_bandwidth(self) -> float:
+        return self.memory_bandwidth * self.weight_fraction
+
+    @property
+    def cache_bandwidth(self) -> float:
+        return self.memory_bandwidth * self.cache_fraction
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "achievable_bandwidth": self.achievable_bandwidth}
+        return {
+            **asdict(self),
+            "weight_bandwidth": self.weight_bandwidth,
+            "cache_bandwidth": self.cache_bandwidth,
+        }
 
 
 CARDS: dict[str, Card] = {
-    "h100": Card("h100", 3.35e12, 0.8, 989e12, 80e9),
-    "h200": Card("h200", 4.8e12, 0.8, 989e12, 141e9),
-    "a100": Card("a100", 2.039e12, 0.8, 312e12, 80e9),
+    "h100": Card("h100", 3.35e12, 0.68, 0.92, 989e12, 80e9),
+    "h200": Card("h200", 4.8e12, 0.68, 0.92, 989e12, 141e9),
+    "a100": Card("a100", 2.039e12, 0.68, 0.92, 312e12, 80e9),
 }
 
 

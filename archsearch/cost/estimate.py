@@ -2,7 +2,7 @@
 
 Per-layer numbers come from each layer type's registered ``cost`` formula (archsearch/layers/*.py); this module adds
 the embedding, head, norms and MTP stacks and turns bytes into a roofline decode-time estimate:
-``time = (weights read + batch x (context x KV bytes per token + state bytes)) / achievable bandwidth``.
+``time = weights read / weight bandwidth + batch x (context x KV bytes per token + 2 x state bytes) / cache bandwidth``.
 """
 
 from __future__ import annotations
@@ -80,12 +80,21 @@ class CostReport:
         """Weights plus ``batch`` sequences' caches and states."""
         return self.weight_bytes + batch * (self.kv_cache_bytes(context) + self.state_bytes_per_sequence)
 
+    def decode_cache_bytes(self, context: int, batch: int = 1) -> int:
+        """Cache traffic of one decode step: every sequence's KV cache read, its SSM/conv state read and written."""
+        return batch * (self.kv_cache_bytes(context) + 2 * self.state_bytes_per_sequence)
+
+    def decode_bytes(self, context: int, batch: int = 1) -> int:
+        """Bytes one decode step moves: the weights it reads plus :meth:`decode_cache_bytes`."""
+        return self.weight_bytes_read_per_step + self.decode_cache_bytes(context, batch)
+
     def decode_time(self, context: int, batch: int = 1) -> float:
-        """Estimated seconds per decode step (one token for each of ``batch`` sequences at ``context``)."""
-        moved = self.weight_bytes_read_per_step + batch * (
-            self.kv_cache_bytes(context) + self.state_bytes_per_sequence
+        """Estimated seconds per decode step (one token for each of ``batch`` sequences at ``context``): weights at
+        the card's weight bandwidth, caches and states at its cache bandwidth (see :mod:`archsearch.cost.cards`)."""
+        return (
+            self.weight_bytes_read_per_step / self.card.weight_bandwidth
+            + self.decode_cache_bytes(context, batch) / self.card.cache_bandwidth
         )
-        return moved / self.card.achievable_bandwidth
 
     def max_batch(self, context: int, memory_bytes: float | None = None) -> int:
         """Most sequences at ``context`` whose caches fit beside the weights (0 if not even one)."""
