@@ -106,7 +106,8 @@ def stop_group(proc: subprocess.Popen) -> None:
 
 def build_corpus(path: Path) -> None:
     """One text file of every ``.py`` file of this Python's standard library (sorted, site-packages excluded),
-    each after a ``# file: <relative path>`` line: a real corpus of a few tens of MB on any machine, offline."""
+    each after a ``# file: <relative path>`` line: a real corpus on any machine, offline (10.7 MB for the GPU
+    machine's Python 3.12, 31.6 MB for this project's CPU machines' Python 3.11 with its test suite)."""
     root = Path(sysconfig.get_paths()["stdlib"])
     files = sorted(
         p
