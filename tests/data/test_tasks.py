@@ -180,3 +180,28 @@ def test_mqar_gap_distributions_differ():
     assert mean_pos(power) < mean_pos(uniform) - 40
     q = make_task("mqar", 256, options={"num_pairs": [16], "num_queries": 4}).sample(0, 0)
     assert int((q["labels"] != IGNORE).sum()) == 4
+
+
+def test_mqar_filler_range_keeps_keys_out_of_the_filler():
+    """By default filler ids are keys and values (distractors); a disjoint filler range leaves each key at most twice."""
+    ranges = {"key_range": [0, 32], "value_range": [32, 64], "num_pairs": [8]}
+
+    def key_counts(task):
+        counts = []
+        for i in range(32):
+            ids = task.sample(i, 0)["input_ids"]
+            counts.append(int(torch.bincount(ids[ids < 32], minlength=32).max()))
+        return max(counts)
+
+    pooled = make_task("mqar", 256, options=ranges)
+    separate = make_task("mqar", 256, options={**ranges, "filler_range": [64, 256]})
+    assert key_counts(pooled) > 2
+    assert key_counts(separate) == 2
+    sample = separate.sample(0, 0)
+    asked = (sample["labels"] != IGNORE).nonzero().flatten()
+    rest = torch.ones(256, dtype=torch.bool)
+    rest[:16], rest[asked], rest[asked + 1] = False, False, False  # kv block, queried keys, their values
+    assert int(rest.sum()) == 256 - 32 and int(sample["input_ids"][rest].min()) >= 64
+    assert _accuracy(separate, lambda ids, labels: _oracle(separate, ids, labels))["acc"] == 1.0
+    with pytest.raises(ConfigError, match=r"filler_range: token range \[0, 999\)"):
+        make_task("mqar", 128, options={"filler_range": [0, 999]})

@@ -150,13 +150,12 @@ def test_static_step_refuses_more_than_one_token():
         model.step(torch.zeros(1, 2, dtype=torch.long), cache)
 
 
-@pytest.mark.parametrize("chunk", [0, 4])
 @pytest.mark.parametrize(("heads", "kv_heads", "window"), [(4, 4, None), (8, 2, None), (6, 3, 5)])
-def test_decode_attention_matches_sdpa_over_the_filled_prefix(chunk, heads, kv_heads, window):
+def test_decode_attention_matches_sdpa_over_the_filled_prefix(heads, kv_heads, window):
     b, length, d, dv, pos = 2, 16, 8, 6, 11
     q = torch.randn(b, heads, 1, d)
     k, v = torch.randn(b, kv_heads, length, d), torch.randn(b, kv_heads, length, dv)
-    y = decode_attention(q, k, v, torch.tensor([pos]), window, chunk=chunk)
+    y = decode_attention(q, k, v, torch.tensor([pos]), window)
     rep = heads // kv_heads
     keys = k[:, :, : pos + 1].repeat_interleave(rep, dim=1)
     vals = v[:, :, : pos + 1].repeat_interleave(rep, dim=1)

@@ -2,7 +2,8 @@
 
 Layout (token ids used directly): ``k1 v1 k2 v2 ... kn vn`` then, in the rest of the sequence, each queried key
 followed by its value at a position drawn from a power-law (as Zoology) or uniform gap distribution; other
-positions hold random key/value ids. The label at each query key is its value. The difficulty level is the number
+positions hold random filler ids (by default key/value ids, as Zoology's random non-queries; ``filler_range``
+picks others). The label at each query key is its value. The difficulty level is the number
 of pairs; accuracy is per query (``metric = "token"``), so a constant guess scores about 1/(number of values).
 """
 
@@ -30,6 +31,9 @@ class MQARConfig:
         num_queries: queries per sample (at most the pairs); None = as many as pairs (Zoology).
         key_range: [low, high) token ids of keys; None = the lower half of the tokenizer's base vocabulary.
         value_range: [low, high) token ids of values; None = the upper half.
+        filler_range: [low, high) token ids of the non-query positions; None = the key and value ids (Zoology).
+            With a small key range (a byte vocabulary) every key then also appears in the filler beside a random
+            value, a distractor the model must learn to ignore; a range disjoint from keys and values removes it.
         gaps: "power" (Zoology: near queries far more likely, p(g) ~ g^(power_a - 1)) or "uniform".
         power_a: the power-law exponent parameter (Zoology's default 0.01).
     """
@@ -39,6 +43,7 @@ class MQARConfig:
     num_queries: int | None = None
     key_range: tuple[int, int] | None = None
     value_range: tuple[int, int] | None = None
+    filler_range: tuple[int, int] | None = None
     gaps: str = "power"
     power_a: float = 0.01
 
@@ -62,6 +67,11 @@ class MQARTask(Task):
             config.value_range or (half, tokenizer.base_vocab_size),
             tokenizer.vocab_size,
             2,
+        )
+        self.filler_range = (
+            None
+            if config.filler_range is None
+            else check_range("mqar", "filler_range", config.filler_range, tokenizer.vocab_size, 1)
         )
         if config.gaps not in ("power", "uniform"):
             raise ConfigError(
@@ -108,8 +118,11 @@ class MQARTask(Task):
         q = n if cfg.num_queries is None else cfg.num_queries
         keys = rng.choice(np.arange(*self.key_range), size=n, replace=False)
         values = rng.integers(*self.value_range, size=n)
-        # Filler: random key/value ids everywhere (Zoology's random non-queries); kv block and queries on top.
-        pool = np.concatenate([np.arange(*self.key_range), np.arange(*self.value_range)])
+        # Filler everywhere (Zoology's random non-queries), then the kv block and the queries on top.
+        if self.filler_range is None:
+            pool = np.concatenate([np.arange(*self.key_range), np.arange(*self.value_range)])
+        else:
+            pool = np.arange(*self.filler_range)
         ids = rng.choice(pool, size=cfg.seq_len)
         ids[0 : 2 * n : 2], ids[1 : 2 * n : 2] = keys, values
         space = (cfg.seq_len - 2 * n) // 2  # query slots, each a (key, value) position pair
