@@ -172,9 +172,9 @@ def decode_attention(
     """One query token against a whole preallocated cache, keys after ``pos`` masked: static shapes, no host sync.
 
     The CUDA-graph form of a decode step's attention: SDPA with a boolean mask over the buffer, built on the device
-    from ``pos``. On an H100 (benchmarks/decode_attention.py, 8B shapes) PyTorch's masked kernel reads K/V at
-    2.6-3.0 TB/s from 16K keys on, 10-40% faster than two batched matmuls and within 5-25% of unmasked flash
-    attention over exactly the filled keys (which a graph replayed at growing positions cannot use).
+    from ``pos``. On an H100 (benchmarks/decode_attention.py, the 8B shapes) PyTorch's masked kernel takes 16-38% less
+    time than two batched matmuls and within 3-25% of unmasked flash attention over exactly the filled keys (which a
+    graph replayed at growing positions cannot use).
 
     Args:
         q: (B, H, 1, d) queries (H a multiple of the KV heads; heads ``h * H/Hkv ...`` share KV head ``h``).
