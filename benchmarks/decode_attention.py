@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from archsearch.layers.attention import decode_attention
 
+
 def matmul_attention(q, k, v, pos, chunk: int = 256) -> torch.Tensor:
     """The earlier decode_attention: query heads of a KV head as rows of one product, masked softmax, the value
     reduction split into ``chunk``-key pieces summed afterwards (0: no split)."""
@@ -60,7 +61,9 @@ SHAPES = [  # (label, batch, query heads, kv heads, head dim, context)
 ]
 
 
-def variants(b: int, h: int, hkv: int, d: int, length: int, dev: torch.device) -> dict[str, Callable[[], torch.Tensor]]:
+def variants(
+    b: int, h: int, hkv: int, d: int, length: int, dev: torch.device
+) -> dict[str, Callable[[], torch.Tensor]]:
     dt = torch.bfloat16
     q = torch.randn(b, h, 1, d, device=dev, dtype=dt)
     k = torch.randn(b, hkv, length, d, device=dev, dtype=dt)
@@ -73,8 +76,17 @@ def variants(b: int, h: int, hkv: int, d: int, length: int, dev: torch.device) -
 
     def flash_seqused() -> torch.Tensor:
         out = torch.ops.aten._flash_attention_forward(
-            q.reshape(b, h, d), kl.view(b * length, hkv, d), vl.view(b * length, hkv, d),
-            cu_q, cu_k, 1, length, 0.0, False, False, seqused_k=used,
+            q.reshape(b, h, d),
+            kl.view(b * length, hkv, d),
+            vl.view(b * length, hkv, d),
+            cu_q,
+            cu_k,
+            1,
+            length,
+            0.0,
+            False,
+            False,
+            seqused_k=used,
         )[0]
         return out.view(b, 1, h, d).transpose(1, 2)
 
@@ -114,7 +126,9 @@ def graph_us(fn: Callable[[], torch.Tensor], calls: int, replays: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--calls", type=int, default=32, help="calls per graph (one per layer of the 8B Transformer)")
+    ap.add_argument(
+        "--calls", type=int, default=32, help="calls per graph (one per layer of the 8B Transformer)"
+    )
     ap.add_argument("--replays", type=int, default=20)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
@@ -143,9 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    print(f"\n{meta['device']}, torch {meta['torch']}: us per layer call (TB/s of K+V read), CUDA graph of {args.calls}")
+    print(
+        f"\n{meta['device']}, torch {meta['torch']}: us per layer call (TB/s of K+V read), CUDA graph of {args.calls}"
+    )
     for row in rows:
-        cell = f"{row['us']:8.1f} us ({row['tb_per_s']:.2f} TB/s, err {row['max_err']:.3f})" if "us" in row else row["error"]
+        cell = (
+            f"{row['us']:8.1f} us ({row['tb_per_s']:.2f} TB/s, err {row['max_err']:.3f})"
+            if "us" in row
+            else row["error"]
+        )
         print(f"{row['shape']:20s} {row['variant']:15s} {cell}")
     return 0
 

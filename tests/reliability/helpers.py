@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/postgres.py
 
 import postgres  # noqa: E402
 
 from tests.search.conftest import TINY as SEARCH_TINY  # noqa: E402
+from tests.search.conftest import space_writer  # noqa: E402
 
 # The sweep tests' tiny trial (toy preset, batches of 2 x 32 tokens), with heartbeats every second and a 3 s grace
 # period, so a killed worker's trial is failed and retried within a few seconds.
@@ -42,13 +42,7 @@ PG_DB = "sweeps"
 @pytest.fixture
 def write_space(tmp_path: Path) -> Callable[..., Path]:
     """write_space(name="tiny", **overrides) -> path of a YAML space file: TINY with top-level keys replaced."""
-
-    def write(name: str = "tiny", **overrides: Any) -> Path:
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump({**TINY, **overrides}, sort_keys=False))
-        return path
-
-    return write
+    return space_writer(tmp_path, TINY)
 
 
 def sweep_argv(space: Path, runs: Path, *extra: str) -> list[str]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -32,17 +34,22 @@ TINY = {
 }
 
 
-@pytest.fixture
-def write_space(tmp_path):
-    """write_space(**overrides) -> path of a YAML space file: TINY with top-level keys replaced."""
+def space_writer(directory: Path, base: dict) -> Callable[..., Path]:
+    """``write(name="tiny", **overrides)`` -> path of a YAML space file in ``directory``: ``base`` with top-level keys
+    replaced."""
 
-    def write(name: str = "tiny", **overrides) -> Path:
-        data = {**TINY, **overrides}
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
+    def write(name: str = "tiny", **overrides: Any) -> Path:
+        path = directory / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({**base, **overrides}, sort_keys=False))
         return path
 
     return write
+
+
+@pytest.fixture
+def write_space(tmp_path):
+    """write_space(**overrides) -> path of a YAML space file: TINY with top-level keys replaced."""
+    return space_writer(tmp_path, TINY)
 
 
 @pytest.fixture(scope="session")

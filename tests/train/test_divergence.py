@@ -74,7 +74,9 @@ def test_state_round_trip():
 
 @pytest.mark.gpu
 def test_injected_nan_on_cuda_never_reaches_a_checkpoint(small):
-    cfg = small(max_steps=20, val_every=2, ckpt_every=1, fault_injection={"nan_at_step": 4}, deterministic=False)
+    cfg = small(
+        max_steps=20, val_every=2, ckpt_every=1, fault_injection={"nan_at_step": 4}, deterministic=False
+    )
     s = train(cfg)  # not deterministic: CUDA's deterministic mode refuses some kernels the layers use
     assert s["status"] == "diverged" and "at step 4" in s["reason"], s
     ckpt = torch.load(small().run_dir() / "checkpoints" / "last.ckpt", weights_only=True)
