@@ -224,7 +224,10 @@ def seed_table(data: dict[str, list[dict[str, Any]]]) -> list[str]:
     return [*lines, ""]
 
 
-SIZE_PAIRS = (("paper_gpu_fraction", "paper_gpu_validity"),)  # the same patterns at two proxy sizes
+SIZE_PAIRS = (  # the same patterns at two proxy sizes
+    ("paper_attention_fraction", "paper_validity_size"),
+    ("paper_gpu_fraction", "paper_gpu_validity"),
+)
 
 
 def size_validity(data: dict[str, list[dict[str, Any]]]) -> list[str]:
