@@ -236,12 +236,14 @@ class CausalSelfAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, t, _ = x.shape
         d = self.dims
-        q, k, v = self.in_proj(x).split([d.q_dim, d.kv_dim, d.kv_dim], dim=-1)
-        q = q.view(b, t, d.n_heads, d.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        k = k.view(b, t, d.n_kv_heads, d.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
-        v = v.view(b, t, d.n_kv_heads, d.head_dim).transpose(1, 2)
+        qk, v = self.in_proj(x).split([d.q_dim + d.kv_dim, d.kv_dim], dim=-1)
+        # q and k heads side by side: (B, H + Hkv, T, hd); RoPE rotates both in one pass (half the small kernels
+        # of two calls, which matters in a decode step).
+        qk = qk.view(b, t, d.n_heads + d.n_kv_heads, d.head_dim).transpose(1, 2)
         if self.rotary is not None:
-            q, k = self.rotary(q, offset), self.rotary(k, offset)
+            qk = self.rotary(qk, offset)
+        q, k = qk.split([d.n_heads, d.n_kv_heads], dim=1)
+        v = v.view(b, t, d.n_kv_heads, d.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
         return q, k, v
 
     def _out(self, y: torch.Tensor) -> torch.Tensor:
