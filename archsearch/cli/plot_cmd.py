@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "plot",
-        help="draw a study's figures: ratio map, fractions, Pareto fronts, ribbons, placement, RoPE, curves",
+        help="draw a study's figures: ratio map, fractions, levels, Pareto fronts, ribbons, placement, RoPE, curves",
         description=__doc__.splitlines()[0],
     )
     p.add_argument(

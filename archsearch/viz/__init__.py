@@ -12,6 +12,7 @@ from archsearch.viz._records import (
 from archsearch.viz.curves import plot_learning_curves
 from archsearch.viz.fraction import plot_objective_vs_fraction
 from archsearch.viz.importance import param_importances, plot_importances
+from archsearch.viz.levels import plot_levels
 from archsearch.viz.pareto import pareto_front, plot_pareto
 from archsearch.viz.placement import plot_placement
 from archsearch.viz.ratio_map import plot_ratio_map
@@ -31,6 +32,7 @@ __all__ = [
     "param_importances",
     "plot_importances",
     "plot_learning_curves",
+    "plot_levels",
     "plot_objective_vs_fraction",
     "plot_pareto",
     "plot_placement",

@@ -9,6 +9,7 @@ records (pattern, params, kv_bytes_per_token, fractions, metrics ...).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import optuna
 
 STORAGE_FILES = ("storage.txt", "study.db", "study.log")
+_LEVEL_KEY = re.compile(r"(?P<name>.+)_L(?P<level>\d+)")  # a per-level metric, e.g. "val/mqar/acc_L16"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -75,6 +77,17 @@ class TrialRecord:
     def metrics(self) -> dict[str, Any]:
         m = self.attrs.get("metrics")
         return m if isinstance(m, dict) else {}
+
+    @property
+    def level_metrics(self) -> dict[str, dict[int, float]]:
+        """Finite per-level metrics by name, then level (``val/mqar/acc_L16`` is ``["val/mqar/acc"][16]``)."""
+        out: dict[str, dict[int, float]] = {}
+        for key, raw in self.metrics.items():
+            m = _LEVEL_KEY.fullmatch(str(key))
+            v = _as_float(raw)
+            if m and v is not None and math.isfinite(v):
+                out.setdefault(m["name"], {})[int(m["level"])] = v
+        return out
 
     @property
     def spread(self) -> str | None:

@@ -17,7 +17,17 @@ from archsearch.viz._style import symbol_name
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
 
-FAMILIES = ("ratio_map", "fraction", "pareto", "ribbons", "placement", "rope", "curves", "importance")
+FAMILIES = (
+    "ratio_map",
+    "fraction",
+    "levels",
+    "pareto",
+    "ribbons",
+    "placement",
+    "rope",
+    "curves",
+    "importance",
+)
 FORMATS = ("png", "svg", "pdf")
 _STABLE_METADATA = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}  # byte-stable files across reruns
 _COST_STEMS = {"kv_bytes_per_token": "kv", "state_bytes": "state", "decode_ms_est": "decode"}
@@ -51,6 +61,7 @@ def figure_specs(
     from archsearch.viz.curves import plot_learning_curves
     from archsearch.viz.fraction import plot_objective_vs_fraction
     from archsearch.viz.importance import plot_importances
+    from archsearch.viz.levels import plot_levels
     from archsearch.viz.pareto import COST_AXES, available_costs, plot_pareto
     from archsearch.viz.placement import plot_placement
     from archsearch.viz.ratio_map import plot_ratio_map
@@ -79,6 +90,14 @@ def figure_specs(
                 lambda sym=sym: plot_objective_vs_fraction(rec, sym, objective=objective),
             )
         )
+    specs.append(
+        FigureSpec(
+            "levels",
+            "levels",
+            "task accuracy against difficulty level, one line per pattern",
+            lambda: plot_levels(rec, objective),
+        )
+    )
     costs = [c for c in available_costs(rec) if c in _COST_STEMS and c != obj.name]
     costs += [o.name for o in rec.objectives if o.name != obj.name and o.name not in costs]
     if not costs:

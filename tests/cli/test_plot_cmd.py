@@ -17,11 +17,12 @@ def study(tmp_path_factory) -> Path:
 
 def test_plot_writes_into_plots_study_by_default(study: Path, tmp_path: Path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main(["plot", str(study), "--only", "ribbons,rope,ratio_map", "--format", "png"]) == 0
+    assert main(["plot", str(study), "--only", "ribbons,rope,ratio_map,levels", "--format", "png"]) == 0
     out, err = capsys.readouterr()
     assert out.split() == ["plots/placement/ribbons.png", "plots/placement/rope.png"]
     assert (tmp_path / "plots" / "placement" / "rope.png").stat().st_size > 1000
     assert "skipped ratio_map: ratio map needs two searched layer fractions" in err
+    assert "skipped levels: no complete trial records per-level metrics" in err
 
 
 def test_plot_out_and_svg(study: Path, tmp_path: Path, capsys):
