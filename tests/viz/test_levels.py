@@ -82,7 +82,9 @@ def test_one_line_per_pattern_with_level_means_and_min_max(recall_dir: Path):
     assert len(chance) == 1 and list(chance[0].get_ydata()) == pytest.approx([1 / 32, 1 / 32])
     book = [l for l in ax.lines if l.get_linestyle() == "--"]
     assert len(book) == 1 and list(book[0].get_xdata()) == [4, 8, 16]
-    assert list(book[0].get_ydata()) == pytest.approx([(1 + 3 / 32) / 4, (1 + 7 / 32) / 8, (1 + 15 / 32) / 16])
+    assert list(book[0].get_ydata()) == pytest.approx(
+        [(1 + 3 / 32) / 4, (1 + 7 / 32) / 8, (1 + 15 / 32) / 16]
+    )
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert legend[-2:] == ["chance (1/32 values)", "guess a value from the book"]
 
@@ -93,7 +95,9 @@ def test_falls_back_to_a_task_accuracy_when_the_objective_has_no_levels(tmp_path
     ax = plot_levels(rec)
     assert ax.get_title() == "val/phonebook/acc per level (4 trials)"
     assert ax.get_xlabel() == "phonebook entries (level)"
-    assert not [l for l in ax.lines if l.get_linestyle() in (":", "--")]  # no honest chance for a phone number
+    assert not [
+        l for l in ax.lines if l.get_linestyle() in (":", "--")
+    ]  # no honest chance for a phone number
     hybrid = _series(ax)[f"{HYBRID} (12% attention)"].lines[0]
     assert list(hybrid.get_ydata()) == pytest.approx([0.6, 0.4, 0.2])
 
