@@ -40,7 +40,7 @@ STUDIES = (
 LM_STUDIES = ("paper_attention_fraction", "paper_rope", "paper_placement")  # val_loss curves (proxy validity)
 PLOTS = {
     "paper_attention_fraction": "fraction,curves",
-    "paper_recall": "fraction",
+    "paper_recall": "fraction,levels",
     "paper_rope": "rope",
     "paper_placement": "placement",
 }
