@@ -65,6 +65,11 @@ def fraction_label(symbol: str) -> str:
     return f"{symbol_name(symbol)} fraction ({symbol!r} layers / all layers)"
 
 
+def n_trials(n: int) -> str:
+    """ "1 trial", "3 trials"."""
+    return f"{n} trial" if n == 1 else f"{n} trials"
+
+
 def new_axes(ax: Axes | None, figsize: tuple[float, float] = (6.4, 4.8)) -> Axes:
     """``ax`` itself, or the axes of a new figure of ``figsize``."""
     if ax is not None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from archsearch.viz._records import PlotNotApplicable, StudyRecords, as_records
-from archsearch.viz._style import fraction_label, line_color, new_axes, symbol_name
+from archsearch.viz._style import fraction_label, line_color, n_trials, new_axes, symbol_name
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -92,7 +92,7 @@ def plot_objective_vs_fraction(
     ax.set_xlabel(fraction_label(symbol))
     ax.set_ylabel(obj.label)
     ax.set_title(
-        f"{obj.name} against {symbol_name(symbol)} fraction ({len(pairs)} trials, {len(g)} fractions)"
+        f"{obj.name} against {symbol_name(symbol)} fraction ({n_trials(len(pairs))}, {len(g)} fractions)"
     )
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")

@@ -11,7 +11,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from archsearch.viz._records import PlotNotApplicable, StudyRecords, as_records
-from archsearch.viz._style import new_axes
+from archsearch.viz._style import n_trials, new_axes
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -98,7 +98,7 @@ def plot_importances(
     ax.set_xlim(0, max(1.0, max(vals) * 1.15))
     ax.set_xlabel("importance (sums to 1)")
     ax.set_title(
-        f"what matters for {obj.name} ({label}, {sum(1 for t in study.trials if t.state.name == 'COMPLETE')} trials)"
+        f"what matters for {obj.name} ({label}, {n_trials(sum(1 for t in study.trials if t.state.name == 'COMPLETE'))})"
     )
     ax.grid(True, axis="x", alpha=0.3)
     return ax

@@ -22,7 +22,7 @@ from archsearch.viz._records import (
     as_records,
     guess_direction,
 )
-from archsearch.viz._style import new_axes, symbol_color
+from archsearch.viz._style import n_trials, new_axes, symbol_color
 from archsearch.viz.fraction import grouped
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -161,7 +161,7 @@ def plot_levels(
     ax.set_xticks(xs, [str(x) for x in xs])
     ax.set_xlabel(f"{LEVEL_NAMES.get(task or '', 'difficulty level')} (level)")
     ax.set_ylabel(obj.label)
-    ax.set_title(f"{metric} per level ({len(trials)} trials)")
+    ax.set_title(f"{metric} per level ({n_trials(len(trials))})")
     ax.grid(True, alpha=0.3)
     ax.margins(y=0.12)
     if min(values) >= 0:

@@ -12,7 +12,7 @@ import numpy as np
 
 from archsearch.viz._patterns import main_symbols
 from archsearch.viz._records import PlotNotApplicable, StudyRecords, TrialRecord, as_records
-from archsearch.viz._style import draw_strip, line_color, new_axes, symbol_name
+from archsearch.viz._style import draw_strip, line_color, n_trials, new_axes, symbol_name
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -97,5 +97,5 @@ def plot_placement(
     else:
         ax.set_ylabel(obj.label)
     ax.set_xlabel(f"{what} (best mean first)")
-    ax.set_title(f"placement sensitivity: {obj.name} by {what} ({len(valued)} trials)")
+    ax.set_title(f"placement sensitivity: {obj.name} by {what} ({n_trials(len(valued))})")
     return ax

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from archsearch.viz._records import PlotNotApplicable, StudyRecords, as_records
-from archsearch.viz._style import cmap_for, fmt_value, fraction_label, new_axes, symbol_name
+from archsearch.viz._style import cmap_for, fmt_value, fraction_label, n_trials, new_axes, symbol_name
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -84,7 +84,7 @@ def plot_ratio_map(
         _draw_scatter(ax, pts, others, cmap, obj.label)
     ax.set_xlabel(fraction_label(x))
     ax.set_ylabel(fraction_label(y))
-    ax.set_title(f"{obj.name} by {symbol_name(x)} and {symbol_name(y)} fraction ({len(valued)} trials)")
+    ax.set_title(f"{obj.name} by {symbol_name(x)} and {symbol_name(y)} fraction ({n_trials(len(valued))})")
     return ax
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from archsearch.viz._records import PlotNotApplicable, StudyRecords, as_records
-from archsearch.viz._style import draw_strip, fraction_label, new_axes
+from archsearch.viz._style import draw_strip, fraction_label, n_trials, new_axes
 from archsearch.viz.fraction import grouped
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -66,7 +66,7 @@ def plot_rope(
                 capsize=3,
                 ms=5,
                 elinewidth=1,
-                label=f"RoPE {'on' if on else 'off'} ({len(pairs)} trials)",
+                label=f"RoPE {'on' if on else 'off'} ({n_trials(len(pairs))})",
             )
         ax.set_xlabel(fraction_label("*"))
         ax.legend(fontsize=8)
@@ -77,5 +77,5 @@ def plot_rope(
         }
         draw_strip(ax, groups, obj.minimize, color="#d62728")
     ax.set_ylabel(obj.label)
-    ax.set_title(f"{obj.name} with and without RoPE ({len(valued)} trials)")
+    ax.set_title(f"{obj.name} with and without RoPE ({n_trials(len(valued))})")
     return ax

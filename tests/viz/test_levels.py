@@ -136,7 +136,7 @@ def test_the_objective_wins_over_other_levelled_accuracies(tmp_path: Path):
     study.set_user_attr("objectives", [{"name": "val/mqar/acc", "direction": "maximize"}])
     metrics = {"val/mqar/acc": 0.4, "val/mqar/acc_L4": 0.4, "val/induction/acc_L8": 0.9}
     study.add_trial(create_trial(value=0.4, user_attrs={"pattern": "M*", "metrics": metrics}))
-    assert plot_levels(study).get_title() == "val/mqar/acc per level (1 trials)"
+    assert plot_levels(study).get_title() == "val/mqar/acc per level (1 trial)"
     ax = plot_levels(study, "val/induction/acc")
-    assert ax.get_title() == "val/induction/acc per level (1 trials)"
+    assert ax.get_title() == "val/induction/acc per level (1 trial)"
     assert list(_series(ax)["M* (50% attention)"].lines[0].get_xdata()) == [8]
