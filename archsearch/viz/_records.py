@@ -8,6 +8,7 @@ records (pattern, params, kv_bytes_per_token, fractions, metrics ...).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable
@@ -78,9 +79,10 @@ class TrialRecord:
         m = self.attrs.get("metrics")
         return m if isinstance(m, dict) else {}
 
-    @property
+    @functools.cached_property
     def level_metrics(self) -> dict[str, dict[int, float]]:
-        """Finite per-level metrics by name, then level (``val/mqar/acc_L16`` is ``["val/mqar/acc"][16]``)."""
+        """Finite per-level metrics by name, then level (``val/mqar/acc_L16`` is ``["val/mqar/acc"][16]``); parsed
+        once per record (the levels plot reads it several times per trial)."""
         out: dict[str, dict[int, float]] = {}
         for key, raw in self.metrics.items():
             m = _LEVEL_KEY.fullmatch(str(key))
