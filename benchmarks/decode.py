@@ -5,7 +5,8 @@ cache of ``batch`` sequences filled with random data and the position set to ``c
 over ``context`` tokens; one step (embedding, every layer's single-token step, final norm, head) captured in a CUDA
 graph and replayed (median of ``--replays``). The step is HybridLM's static-shape one
 (``allocate_inference_cache(static=True)``): Mamba-2 through mamba_ssm's kernels when they import, attention as SDPA
-with a boolean mask over the whole preallocated cache (benchmarks/decode_attention.py chose it). Beside each measurement: the cost model's estimate and the anchors'.
+with a boolean mask over the whole preallocated cache (benchmarks/decode_attention.py chose it). Beside each
+measurement: the cost model's estimate and the anchors'.
 
 Cells (batch x context) run cheapest first, one model at a time; each row is printed (stderr) and the JSON rewritten
 as soon as it is measured, and no cell starts after ``--max-minutes``. "max" is the largest batch whose caches fit
