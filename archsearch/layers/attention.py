@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from archsearch.errors import ConfigError
+from archsearch.layers.backend import decode_kernel
 from archsearch.layers.rope import RotaryEmbedding
 from archsearch.pattern.registry import LayerCost, LayerSpec, register
 
@@ -185,11 +186,17 @@ def decode_attention(
     Returns:
         (B, H, 1, dv) in ``q``'s dtype.
     """
-    kpos = torch.arange(k.shape[2], device=q.device)
+    allowed = decode_kernel(decode_mask, q)(pos, k.shape[2], window)
+    return sdpa(q, k.to(q.dtype), v.to(q.dtype), allowed, is_causal=False)
+
+
+def decode_mask(pos: torch.Tensor, length: int, window: int | None) -> torch.Tensor:
+    """(1, 1, 1, length) boolean: True for the cache positions a query at ``pos`` (a (1,) device tensor) attends."""
+    kpos = torch.arange(length, device=pos.device)
     allowed = kpos <= pos
     if window is not None:
         allowed = allowed & (pos - kpos < window)
-    return sdpa(q, k.to(q.dtype), v.to(q.dtype), allowed.view(1, 1, 1, -1), is_causal=False)
+    return allowed.view(1, 1, 1, -1)
 
 
 def average_context(seq_len: int, window: int | None) -> float:

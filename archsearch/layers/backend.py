@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 import importlib
 import warnings
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from archsearch.errors import BackendError, ConfigError, did_you_mean
 
@@ -35,6 +36,32 @@ def import_error(module: str) -> str | None:
     except Exception as exc:  # noqa: BLE001  (a broken build raises anything: ImportError, OSError, RuntimeError)
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+# Whether static-shape (CUDA-graph) decode steps run their glue (RoPE, masks) as compiled kernels on CUDA (see
+# decode_kernel); benchmarks/decode.py turns it off to time the eager form beside it.
+FUSED_DECODE = True
+
+
+@functools.cache
+def _compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    import torch
+
+    return torch.compile(fn, fullgraph=True)
+
+
+def decode_kernel(fn: Callable[..., Any], x: torch.Tensor) -> Callable[..., Any]:
+    """``fn`` through ``torch.compile`` when ``x`` is on CUDA and Triton imports, else ``fn`` itself.
+
+    For the small element-wise glue of a decode step: a batch-1 step is launch-bound, and the ten or so tiny kernels
+    of an eager RoPE become one Triton kernel (benchmarks/RESULTS.md has the measurement). ``fn`` compiles on its
+    first CUDA call, so warm a step up before capturing it in a CUDA graph, as CUDA graphs ask anyway.
+    """
+    import torch
+
+    if FUSED_DECODE and x.is_cuda and not torch.compiler.is_compiling() and import_error("triton") is None:
+        return _compiled(fn)
+    return fn
 
 
 @functools.cache

@@ -6,11 +6,32 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from archsearch.layers.backend import decode_kernel
+
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     """(x1, x2) -> (-x2, x1) on the last dim, which must be even."""
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first ``cos.shape[-1]`` dims of ``x`` (..., T, head_dim) by fp32 ``cos``/``sin`` (T, rot_dim),
+    in fp32, cast back to ``x``'s dtype; the other dims pass through."""
+    rot_dim = cos.shape[-1]
+    rot, keep = x[..., :rot_dim], x[..., rot_dim:]
+    r = rot.float()
+    r = (r * cos + rotate_half(r) * sin).to(x.dtype)
+    return torch.cat((r, keep), dim=-1) if keep.shape[-1] else r
+
+
+def rotate_at(
+    x: torch.Tensor, cos_table: torch.Tensor, sin_table: torch.Tensor, offset: torch.Tensor
+) -> torch.Tensor:
+    """:func:`rotate` at positions ``offset .. offset+T-1`` gathered from the tables; ``offset`` a (1,) int64 device
+    tensor (no host read). The static decode step's form, one compiled kernel on CUDA (:func:`decode_kernel`)."""
+    idx = offset.reshape(-1)[:1] + torch.arange(x.shape[-2], device=x.device)
+    return rotate(x, cos_table.index_select(0, idx), sin_table.index_select(0, idx))
 
 
 class RotaryEmbedding(nn.Module):
@@ -67,15 +88,9 @@ class RotaryEmbedding(nn.Module):
                 raise RuntimeError(
                     "a tensor position needs the rotary tables built first (tables(max_len, device))"
                 )
-            idx = offset.reshape(-1)[:1] + torch.arange(t, device=x.device)  # (T,)
-            cos, sin = self._cos.index_select(0, idx), self._sin.index_select(0, idx)
-        else:
-            cos, sin = self.tables(offset + t, x.device)
-            cos, sin = cos[offset : offset + t], sin[offset : offset + t]  # (T, rot_dim)
-        rot, keep = x[..., : self.rot_dim], x[..., self.rot_dim :]
-        r = rot.float()
-        r = (r * cos + rotate_half(r) * sin).to(x.dtype)
-        return torch.cat((r, keep), dim=-1) if keep.shape[-1] else r
+            return decode_kernel(rotate_at, x)(x, self._cos, self._sin, offset)
+        cos, sin = self.tables(offset + t, x.device)
+        return rotate(x, cos[offset : offset + t], sin[offset : offset + t])
 
     def extra_repr(self) -> str:
         return f"rot_dim={self.rot_dim}, base={self.base:g}"
