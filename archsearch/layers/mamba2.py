@@ -20,6 +20,7 @@ from archsearch.errors import ConfigError
 from archsearch.layers.backend import (
     FusedOrReferenceForward,
     check_conv_ssm_backend,
+    decode_kernel,
     resolve_conv_ssm_backend,
 )
 from archsearch.layers.ssd_ref import gated_rms_norm, ssd_chunked, ssd_step, upcast
@@ -107,6 +108,11 @@ class Mamba2Dims:
             bias=cfg.bias,
         )
         return dims.validate(f"layer {layer_idx} (M)" if layer_idx is not None else "mamba2 layer")
+
+
+def ssm_decay(A_log: torch.Tensor) -> torch.Tensor:
+    """The per-head decay rate ``A = -exp(A_log)`` in float32 (at least)."""
+    return -torch.exp(upcast(A_log))
 
 
 class GatedRMSNorm(nn.Module):
@@ -207,7 +213,7 @@ class Mamba2Mixer(FusedOrReferenceForward, nn.Module):
         )
         x = x.reshape(b, seqlen, self.nheads, self.headdim)
         dt = F.softplus(upcast(dt) + upcast(self.dt_bias))  # (B, T, nheads)
-        A = -torch.exp(upcast(self.A_log))
+        A = ssm_decay(self.A_log)
         y, final = ssd_chunked(
             x, dt, A,
             B.reshape(b, seqlen, self.ngroups, self.d_state), C.reshape(b, seqlen, self.ngroups, self.d_state),
@@ -226,7 +232,7 @@ class Mamba2Mixer(FusedOrReferenceForward, nn.Module):
             self.conv1d.weight.squeeze(1),
             self.conv1d.bias,
             self.dt_bias,
-            -torch.exp(self.A_log.float()),
+            ssm_decay(self.A_log),
             D=self.D,
             chunk_size=self.chunk_size,
             seq_idx=None,
@@ -278,7 +284,7 @@ class Mamba2Mixer(FusedOrReferenceForward, nn.Module):
         xs = xs.reshape(b, self.nheads, self.headdim)
         B = B.reshape(b, self.ngroups, self.d_state)
         C = C.reshape(b, self.ngroups, self.d_state)
-        A = -torch.exp(upcast(self.A_log))
+        A = decode_kernel(ssm_decay, x)(self.A_log)
         if fused:
             from mamba_ssm.ops.triton.selective_state_update import selective_state_update
 
@@ -292,7 +298,11 @@ class Mamba2Mixer(FusedOrReferenceForward, nn.Module):
             state, y = ssd_step(ssm_state, xs, dt, A, B, C)
             ssm_state.copy_(state)
             y = (y + upcast(xs) * upcast(self.D)[:, None]).to(dtype)
-        y = self.norm(y.reshape(b, self.d_ssm), z)
+        # the gated norm's dozen small kernels as one compiled kernel on CUDA (a decode step is launch-bound)
+        norm = self.norm
+        y = decode_kernel(gated_rms_norm, y)(
+            y.reshape(b, self.d_ssm), z, norm.weight, norm.eps, norm.group_size
+        )
         return self.out_proj(y).unsqueeze(1)
 
 
