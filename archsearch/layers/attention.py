@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from archsearch.errors import ConfigError
-from archsearch.layers.backend import decode_kernel
+from archsearch.layers.backend import decode_kernel, static_step
 from archsearch.layers.rope import RotaryEmbedding
 from archsearch.pattern.registry import LayerCost, LayerSpec, register
 
@@ -317,10 +317,11 @@ class CausalSelfAttention(nn.Module):
                 f"the static-shape decode step takes one token, found {x.shape[1]}; prefill with the eager cache"
             )
         pos = cache.pos
-        q, k, v = self._qkv(x, pos)
-        cache.k.index_copy_(2, pos, k.to(cache.k.dtype))
-        cache.v.index_copy_(2, pos, v.to(cache.v.dtype))
-        return self._out(decode_attention(q, cache.k, cache.v, pos, self.dims.window))
+        with static_step():
+            q, k, v = self._qkv(x, pos)
+            cache.k.index_copy_(2, pos, k.to(cache.k.dtype))
+            cache.v.index_copy_(2, pos, v.to(cache.v.dtype))
+            return self._out(decode_attention(q, cache.k, cache.v, pos, self.dims.window))
 
     def extra_repr(self) -> str:
         d = self.dims

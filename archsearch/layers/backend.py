@@ -7,10 +7,12 @@ missing); ``reference`` always runs the PyTorch path.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import importlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 from archsearch.errors import BackendError, ConfigError, did_you_mean
@@ -38,9 +40,23 @@ def import_error(module: str) -> str | None:
     return None
 
 
-# Whether static-shape (CUDA-graph) decode steps run their glue (RoPE, masks) as compiled kernels on CUDA (see
-# decode_kernel); benchmarks/decode.py turns it off to time the eager form beside it.
+# Whether static-shape (CUDA-graph) decode steps run their glue (RoPE, masks, gated norms) as compiled kernels on
+# CUDA (see decode_kernel); benchmarks/decode.py turns it off to time the eager form beside it.
 FUSED_DECODE = True
+_IN_STATIC_STEP: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "archsearch_static_step", default=False
+)
+
+
+@contextlib.contextmanager
+def static_step() -> Iterator[None]:
+    """Mark the code inside as a static-shape decode step (the CUDA-graph form), where :func:`decode_kernel`
+    compiles; HybridLM.step and the attention layer's static step enter it."""
+    token = _IN_STATIC_STEP.set(True)
+    try:
+        yield
+    finally:
+        _IN_STATIC_STEP.reset(token)
 
 
 @functools.cache
@@ -51,15 +67,23 @@ def _compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def decode_kernel(fn: Callable[..., Any], x: torch.Tensor) -> Callable[..., Any]:
-    """``fn`` through ``torch.compile`` when ``x`` is on CUDA and Triton imports, else ``fn`` itself.
+    """``fn`` through ``torch.compile`` inside a :func:`static_step` on CUDA (Triton importing), else ``fn`` itself.
 
-    For the small element-wise glue of a decode step: a batch-1 step is launch-bound, and the ten or so tiny kernels
-    of an eager RoPE become one Triton kernel (benchmarks/RESULTS.md has the measurement). ``fn`` compiles on its
-    first CUDA call, so warm a step up before capturing it in a CUDA graph, as CUDA graphs ask anyway.
+    For the small element-wise glue of a decode step. A graphed batch-1 step is launch-bound on the GPU: the ten or
+    so tiny kernels of an eager RoPE or gated norm become one Triton kernel each (on an H100 the 8B Transformer's
+    step fell 10%, the hybrid's 8%; benchmarks/RESULTS.md). Outside a static step the eager code runs: an ungraphed
+    step is bound by the host, where each compiled call's guards cost more than the launches they save. ``fn``
+    compiles on its first call, so warm a step up before capturing it in a CUDA graph, as CUDA graphs ask anyway.
     """
     import torch
 
-    if FUSED_DECODE and x.is_cuda and not torch.compiler.is_compiling() and import_error("triton") is None:
+    if (
+        FUSED_DECODE
+        and _IN_STATIC_STEP.get()
+        and x.is_cuda
+        and not torch.compiler.is_compiling()
+        and import_error("triton") is None
+    ):
         return _compiled(fn)
     return fn
 

@@ -6,6 +6,7 @@ embedding -> N x [pre-norm -> layer -> residual add] -> final norm -> LM head, a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from archsearch.errors import ConfigError, PatternError
+from archsearch.layers.backend import static_step
 from archsearch.layers.norm import add_norm, fused_add_norm_available, make_norm
 from archsearch.model.config import ModelConfig
 from archsearch.model.mtp import MultiTokenPrediction
@@ -325,17 +327,18 @@ class HybridLM(nn.Module):
         compute_dtype = _compute_dtype(input_ids.device.type, param_dtype)
         fused = self._fused_norm(input_ids)
         out, residual = self.embedding(input_ids), None  # (B, 1, D)
-        for block, layer_cache in zip(self.layers, cache.layers, strict=True):
-            h, residual = add_norm(
-                out, residual, block.norm, residual_in_fp32=self.cfg.residual_in_fp32, fused=fused
-            )
-            h = h.to(compute_dtype)
-            if layer_cache is not None or (static and hasattr(block.mixer, "step")):
-                out = block.mixer.step(h, layer_cache)
-            else:
-                out = block.mixer(h)
-            if isinstance(out, tuple):  # tolerate mamba_ssm-style (out, *states) returns
-                out = out[0]
+        with static_step() if static else contextlib.nullcontext():  # compiled glue in the graph form only
+            for block, layer_cache in zip(self.layers, cache.layers, strict=True):
+                h, residual = add_norm(
+                    out, residual, block.norm, residual_in_fp32=self.cfg.residual_in_fp32, fused=fused
+                )
+                h = h.to(compute_dtype)
+                if layer_cache is not None or (static and hasattr(block.mixer, "step")):
+                    out = block.mixer.step(h, layer_cache)
+                else:
+                    out = block.mixer(h)
+                if isinstance(out, tuple):  # tolerate mamba_ssm-style (out, *states) returns
+                    out = out[0]
         if static:
             cache.position.add_(input_ids.shape[1])
         else:
