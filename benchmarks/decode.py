@@ -8,11 +8,17 @@ graph and replayed (median of ``--replays``). The step is HybridLM's static-shap
 with a boolean mask over the whole preallocated cache (benchmarks/decode_attention.py chose it). Beside each
 measurement: the cost model's estimate and the anchors'.
 
+The static step runs its small element-wise glue (RoPE, the cache mask, Mamba-2's gated norm) as compiled kernels
+on CUDA (``archsearch.layers.backend.decode_kernel``); ``--glue eager`` times the eager form and ``--glue both``
+measures the two side by side on one model, cell by cell. ``--profile DIR`` writes a kernel table (torch.profiler,
+3 eager steps) of every batch-1 cell.
+
 Cells (batch x context) run cheapest first, one model at a time; each row is printed (stderr) and the JSON rewritten
 as soon as it is measured, and no cell starts after ``--max-minutes``. "max" is the largest batch whose caches fit
 the free memory, from the cost model's KV + state bytes per sequence.
 
     python benchmarks/decode.py --out decode.json                 # the paper's two 8B models on one GPU
+    python benchmarks/decode.py --contexts 4096 --batches 1 --glue both --profile prof   # compiled vs eager glue
     python benchmarks/decode.py --smoke                           # toy models on CPU, no graph (CI)
 """
 
@@ -24,11 +30,12 @@ import gc
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -36,6 +43,7 @@ import torch
 from archsearch.cost import estimate
 from archsearch.cost.estimate import CostReport
 from archsearch.errors import ArchsearchError, ConfigError
+from archsearch.layers import backend
 from archsearch.model.build import build_model
 from archsearch.model.presets import get_preset
 
@@ -84,6 +92,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--card", default=None, help="cost-model card (default: from the device name, else h100)")
     ap.add_argument("--out", default=None, help="write the cells as JSON here (rewritten after every cell)")
     ap.add_argument("--smoke", action="store_true", help="toy models on CPU, no graph, tiny contexts")
+    ap.add_argument(
+        "--glue",
+        default="compiled",
+        choices=("compiled", "eager", "both"),
+        help="static-step glue (RoPE, masks) as compiled kernels on CUDA, eager, or both side by side",
+    )
+    ap.add_argument(
+        "--profile",
+        default=None,
+        metavar="DIR",
+        help="also profile 3 eager steps of every batch-1 cell: kernel table per cell written here",
+    )
     args = ap.parse_args(argv)
     if args.smoke:
         defaults = {"models": "toy,toy:*-*-", "contexts": "16,64", "batches": "1,4,max", "replays": 3}
@@ -370,9 +390,39 @@ def measure(
     cell.logits_finite = bool(torch.isfinite(out).all())
     if cell.mode == "graph" and cell.batch == 1:
         cell.eager_ms = statistics.median(time_step(eager, reset, device, args.replays))
+    if args.profile and cell.batch == 1:
+        profile_steps(eager, reset, cell, args.profile)
     if cuda:
         cell.peak_gib = torch.cuda.max_memory_allocated() / GIB
     cell.status = "ok"
+
+
+def profile_steps(step: Callable[[], Any], reset: Callable[[], None], cell: Cell, directory: str) -> None:
+    """Kernel table (CUDA time per kernel, calls) of 3 eager steps, written to ``directory``; kernels per step logged."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    reset()
+    step()
+    with profile(activities=activities) as prof:
+        for _ in range(3):
+            reset()
+            step()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    gpu_us = sum(e.device_time for e in kernels) / 3
+    table_text = prof.key_averages().table(
+        sort_by="device_time_total", row_limit=40, max_name_column_width=70
+    )
+    os.makedirs(directory, exist_ok=True)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{cell.model}_{cell.batch}x{cell.context}")
+    with open(os.path.join(directory, f"profile_{name}.txt"), "w") as f:
+        f.write(f"{cell.model} {cell.batch} x {cell.context}: {len(kernels) / 3:.0f} kernels per step, ")
+        f.write(f"{gpu_us:.0f} us of kernel time per step (3 eager steps)\n\n{table_text}\n")
+    log(
+        f"{cell.model} {cell.batch} x {cell.context}: {len(kernels) / 3:.0f} kernels/step, {gpu_us:.0f} us kernel time"
+    )
 
 
 def release(device: torch.device) -> None:
@@ -482,6 +532,11 @@ def write_json(path: str | None, meta: dict[str, Any], cells: list[Cell]) -> Non
 
 
 # ---- main -------------------------------------------------------------------------------------------------------
+def glue_label(label: str, glue: str, glues: list[str]) -> str:
+    """A model's column label, naming the glue when both are measured ("transformer", "transformer eager-glue")."""
+    return label if len(glues) == 1 or glue == "compiled" else f"{label} eager-glue"
+
+
 def card_for(device: torch.device, requested: str | None) -> str:
     if requested:
         return requested
@@ -555,6 +610,9 @@ def run(args: argparse.Namespace) -> list[Cell]:
         from archsearch.layers.backend import import_error
 
         meta["mamba_kernels"] = {m: import_error(m) or "ok" for m in ("mamba_ssm", "causal_conv1d")}
+    glues = ["compiled", "eager"] if args.glue == "both" else [args.glue]
+    meta["glue"] = glues
+    labels = [glue_label(s.label, g, glues) for s in specs for g in glues]
     log(f"{meta['device']}, torch {torch.__version__}, {dtype}, graph={meta['graph']}, card={card}")
     done: list[Cell] = []
     budget_s = args.max_minutes * 60
@@ -575,17 +633,24 @@ def run(args: argparse.Namespace) -> list[Cell]:
             f"{spec.label}: {spec.pattern} built in {time.monotonic() - tb:.1f} s, {n_params / 1e9:.3f}B params"
         )
         budget = cache_budget(args, device)
-        for cell in plan_cells(spec, report, contexts, batches, budget, args.replays):
-            if cell.status == "planned" and time.monotonic() >= deadline:
-                cell.status, cell.reason = "not run", f"--max-minutes ({args.max_minutes:g}) reached"
-            elif cell.status == "planned":
-                run_cell(model, cell, report, args, device, dtype)
-                if cell.status == "ok" and cell.ms:
-                    moved = report.decode_bytes(cell.context, cell.batch)
-                    cell.effective_tb_s = moved / (cell.ms / 1e3) / 1e12
-            done.append(cell)
-            log(describe(cell))
-            write_json(args.out, meta, done)
+        cells = []
+        for glue in glues:  # cell by cell, each glue in turn: a cut run still has both sides of its cells
+            labelled = replace(spec, label=glue_label(spec.label, glue, glues))
+            cells.append(plan_cells(labelled, report, contexts, batches, budget, args.replays))
+        for row in zip(*cells, strict=True):
+            for glue, cell in zip(glues, row, strict=True):
+                backend.FUSED_DECODE = glue == "compiled"
+                if cell.status == "planned" and time.monotonic() >= deadline:
+                    cell.status, cell.reason = "not run", f"--max-minutes ({args.max_minutes:g}) reached"
+                elif cell.status == "planned":
+                    run_cell(model, cell, report, args, device, dtype)
+                    if cell.status == "ok" and cell.ms:
+                        moved = report.decode_bytes(cell.context, cell.batch)
+                        cell.effective_tb_s = moved / (cell.ms / 1e3) / 1e12
+                done.append(cell)
+                log(describe(cell))
+                write_json(args.out, meta, done)
+        backend.FUSED_DECODE = True
         del model
         release(device)
     meta["wall_s"] = round(time.monotonic() - t0, 1)
@@ -593,7 +658,7 @@ def run(args: argparse.Namespace) -> list[Cell]:
     print(
         f"{meta['device']}, torch {torch.__version__}, {dtype}, {'CUDA graph' if meta['graph'] else 'eager'}"
     )
-    print(table(done, [s.label for s in specs]))
+    print(table(done, labels))
     return done
 
 

@@ -232,6 +232,21 @@ def test_benchmark_smoke_runs_on_cpu(bench, tmp_path, capsys):
     assert "| batch x context |" in table and "does not fit" in table and "speedup toy/toy:*-*-" in table
 
 
+def test_benchmark_measures_both_glues_and_profiles(bench, tmp_path, capsys):
+    out, prof = tmp_path / "decode.json", tmp_path / "prof"
+    args = ["--smoke", "--models", "toy", "--contexts", "16", "--batches", "1", "--glue", "both"]
+    assert bench.main([*args, "--profile", str(prof), "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["glue"] == ["compiled", "eager"]
+    assert [c["model"] for c in data["cells"]] == ["toy", "toy eager-glue"]
+    assert all(c["status"] == "ok" for c in data["cells"])
+    assert bench.backend.FUSED_DECODE is True  # switched back after the eager side
+    profiles = sorted(f.name for f in prof.iterdir())
+    assert profiles == ["profile_toy-eager-glue_1x16.txt", "profile_toy_1x16.txt"]
+    assert "kernels per step" in (prof / profiles[1]).read_text()
+    assert "speedup toy/toy eager-glue" in capsys.readouterr().out
+
+
 def test_benchmark_time_limit_and_bad_model(bench, tmp_path, capsys):
     out = tmp_path / "decode.json"
     assert bench.main(["--smoke", "--max-minutes", "0", "--out", str(out)]) == 0
