@@ -10,6 +10,8 @@ trains it with the loss and optimizer its LightningModule uses (compute_loss: ch
 parameter groups, fused on CUDA), under bf16 autocast like a bf16-mixed run.
 
     python benchmarks/throughput.py --sizes 1.3b,400m --stacks hybrid,mamba2,attention --out results.json
+    python benchmarks/throughput.py --sizes 1.3b --stacks hybrid --impls archsearch,baseline,archsearch,baseline \
+        --profile prof     # alternate the two (one model's time moves by several % within a process); kernel tables
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import gc
 import json
 import math
+import os
 import time
 
 import torch
@@ -29,7 +32,7 @@ SIZES = {  # width, blocks, MLP width, sequence, micro-batch
     "400m": dict(d_model=1024, n_blocks=24, d_ff=2816, seq=2048, batch=8),
 }
 ATTN_BLOCKS = (4, 12, 20)
-IMPLS = ("baseline", "archsearch", "archsearch+compile", "archsearch-fusednorm")
+IMPLS = ("baseline", "archsearch", "archsearch+compile", "archsearch-fusednorm", "archsearch-chunk256")
 
 
 def mixers(stack: str, n_blocks: int) -> list[str]:
@@ -73,7 +76,8 @@ def baseline_model(size: dict, stack: str):
 
 def archsearch_model(size: dict, stack: str, variant: str):
     """``variant``: ``archsearch`` as a run trains it; ``+compile`` also torch.compiles every MLP block;
-    ``-fusednorm`` turns the fused residual add + norm kernel off (the PyTorch ops), to attribute its gain."""
+    ``-fusednorm`` turns the fused residual add + norm kernel off (the PyTorch ops), to attribute its gain;
+    ``-chunk256`` runs the SSD scan in chunks of 256 (mamba_ssm's default) instead of archsearch's 128."""
     from archsearch.model.build import build_model
     from archsearch.model.config import ModelConfig
     from archsearch.train.optim import make_optimizer
@@ -89,7 +93,13 @@ def archsearch_model(size: dict, stack: str, variant: str):
             "backend": "fused",
             "max_seq_len": size["seq"],
             "attention": {"n_heads": d // 128, "n_kv_heads": d // 512, "head_dim": 128, "rope": False},
-            "mamba2": {"d_state": 128, "headdim": 64, "ngroups": 8, "expand": 2},
+            "mamba2": {
+                "d_state": 128,
+                "headdim": 64,
+                "ngroups": 8,
+                "expand": 2,
+                "chunk_size": 256 if variant == "archsearch-chunk256" else 128,
+            },
             "mlp": {"d_ff": size["d_ff"], "activation": "swiglu"},
         }
     )
@@ -110,7 +120,47 @@ def archsearch_model(size: dict, stack: str, variant: str):
     return model, loss_fn, emb, opt
 
 
-def measure(model, loss_fn, emb_params: int, opt, size: dict, n_attn: int, steps: int, warmup: int) -> dict:
+def train_step(model, loss_fn, opt, ids, labels) -> torch.Tensor:
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = loss_fn(ids, labels)
+    loss = out["loss"] if isinstance(out, dict) else out
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss
+
+
+def profile_step(model, loss_fn, opt, ids, labels, path: str) -> None:
+    """Kernel table of one more step (CUDA time per kernel, sorted), written to ``path``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        train_step(model, loss_fn, opt, ids, labels)
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    averages = prof.key_averages()
+    kernel_ms = sum(e.device_time for e in kernels) / 1e3
+    with open(path, "w") as f:
+        f.write(f"{len(kernels)} kernels, {kernel_ms:.1f} ms of kernel time\n\n")
+        f.write(averages.table(sort_by="self_device_time_total", row_limit=50, max_name_column_width=90))
+        f.write(
+            "\n\nHost side (syncs show as cudaStreamSynchronize, aten::item, aten::_local_scalar_dense):\n"
+        )
+        f.write(averages.table(sort_by="self_cpu_time_total", row_limit=40, max_name_column_width=90))
+
+
+def measure(
+    model,
+    loss_fn,
+    emb_params: int,
+    opt,
+    size: dict,
+    n_attn: int,
+    steps: int,
+    warmup: int,
+    profile_to: str | None,
+) -> dict:
     torch.manual_seed(0)
     b, t = size["batch"], size["seq"]
     ids = torch.randint(0, 32000, (b, t), device="cuda")
@@ -120,16 +170,12 @@ def measure(model, loss_fn, emb_params: int, opt, size: dict, n_attn: int, steps
     for i in range(warmup + steps):
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            out = loss_fn(ids, labels)
-        loss = out["loss"] if isinstance(out, dict) else out
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        loss = train_step(model, loss_fn, opt, ids, labels)
         torch.cuda.synchronize()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
+    if profile_to:
+        profile_step(model, loss_fn, opt, ids, labels, profile_to)
     step = sum(times) / len(times)
     n_params = sum(p.numel() for p in model.parameters())
     non_emb = n_params - emb_params
@@ -158,13 +204,16 @@ def main() -> None:
         "--impls",
         default="baseline,archsearch",
         help="comma list of baseline, archsearch, archsearch+compile (MLPs compiled), "
-        "archsearch-fusednorm (without the fused add + norm kernel)",
+        "archsearch-fusednorm (without the fused add + norm kernel), archsearch-chunk256 (SSD chunks of 256)",
     )
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument(
         "--warmup", type=int, default=5, help="untimed steps first (Triton autotuning, compilation)"
     )
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
+    ap.add_argument(
+        "--profile", default=None, metavar="DIR", help="kernel table of one extra step per row, here"
+    )
     args = ap.parse_args()
     for impl in args.impls.split(","):
         if impl not in IMPLS:
@@ -181,7 +230,11 @@ def main() -> None:
                         model, fn, emb, opt = baseline_model(size, stack)
                     else:
                         model, fn, emb, opt = archsearch_model(size, stack, impl)
-                    r = measure(model, fn, emb, opt, size, n_attn, args.steps, args.warmup)
+                    prof = None
+                    if args.profile:
+                        os.makedirs(args.profile, exist_ok=True)
+                        prof = os.path.join(args.profile, f"{size_name}_{stack}_{impl.replace('+', '_')}.txt")
+                    r = measure(model, fn, emb, opt, size, n_attn, args.steps, args.warmup, prof)
                 except torch.OutOfMemoryError as exc:
                     r = {"error": f"OOM: {str(exc).splitlines()[0][:80]}"}
                 row = {"size": size_name, "stack": stack, "impl": impl, **r}
