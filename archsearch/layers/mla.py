@@ -19,10 +19,11 @@ from archsearch.layers.attention import (
     average_context,
     causal_mask,
     choose,
-    decode_attention,
+    decode_mask,
     positive_int,
     sdpa,
 )
+from archsearch.layers.backend import decode_kernel, static_step
 from archsearch.layers.norm import make_norm
 from archsearch.layers.rope import RotaryEmbedding
 from archsearch.pattern.registry import LayerCost, LayerSpec, register
@@ -178,10 +179,10 @@ class MultiHeadLatentAttention(nn.Module):
         q_rope: torch.Tensor,
         latent: torch.Tensor,
         k_rope: torch.Tensor,
-        q_start: int | torch.Tensor,
+        q_start: int,
     ) -> torch.Tensor:
-        """Expand keys/values from the latents and attend; queries start at absolute position ``q_start`` (a tensor:
-        one static-shape decode query against the whole cache, later keys masked)."""
+        """Expand keys/values from the latents and attend; queries start at absolute position ``q_start`` (the
+        training form, and a prefill's)."""
         d = self.dims
         b, h, tq, _ = q_nope.shape
         tk = latent.shape[1]
@@ -189,14 +190,53 @@ class MultiHeadLatentAttention(nn.Module):
         k_nope, v = kv.split([d.qk_nope_head_dim, d.v_head_dim], dim=-1)  # (B, H, Tk, .)
         q = torch.cat((q_nope, q_rope), dim=-1)
         k = torch.cat((k_nope, k_rope.unsqueeze(1).expand(b, h, tk, d.qk_rope_head_dim)), dim=-1)
-        if torch.is_tensor(q_start):
-            y = decode_attention(q, k, v, q_start, None)
-        elif q_start == 0 and tq == tk:
+        if q_start == 0 and tq == tk:
             y = sdpa(q, k, v, None, is_causal=True)
         else:
             mask = causal_mask(q_start, tq, tk, None, q.device) if tq > 1 else None
             y = sdpa(q, k, v, mask, is_causal=False)
         return self.out_proj(y.transpose(1, 2).reshape(b, tq, h * d.v_head_dim))
+
+    def _attend_absorbed(
+        self,
+        q_nope: torch.Tensor,
+        q_rope: torch.Tensor,
+        latent: torch.Tensor,
+        k_rope: torch.Tensor,
+        pos: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """One query per sequence against the cached latents without expanding keys and values (DeepSeek-V2's weight
+        absorption), what a decode step needs: the query's no-RoPE part moves into latent space through the key half
+        of ``kv_b_proj``, every head scores the latents (plus the shared RoPE key) directly, and the weighted latent
+        leaves through the value half. Equal to :meth:`_attend` up to rounding; per step it reads the cache once
+        instead of expanding ``heads x (qk_nope + v)`` values for every cached position. ``kv_b_proj``'s key bias
+        shifts all of a query's scores equally (softmax ignores it); its value bias is added to the output.
+
+        Args:
+            q_nope, q_rope: (B, H, 1, .) the query parts.
+            latent: (B, L, r) the cached latents; k_rope: (B, L, rope) the cached RoPE keys.
+            pos: the static step's position ((1,) tensor; cache positions after it are masked), or None: attend all.
+        """
+        d = self.dims
+        b, h, tq, _ = q_nope.shape
+        r, dn, dv = d.kv_lora_rank, d.qk_nope_head_dim, d.v_head_dim
+        w = self.kv_b_proj.weight.view(h, dn + dv, r).to(q_nope.dtype)
+        w_k, w_v = w.split([dn, dv], dim=1)  # (H, dn, r), (H, dv, r)
+        q_lat = torch.matmul(q_nope, w_k)  # (B, H, 1, r)
+        # heads as rows of one matrix per sequence: no per-head copy of the cache
+        scores = torch.bmm(q_lat.reshape(b, h * tq, r), latent.transpose(1, 2))  # (B, H, L)
+        if d.qk_rope_head_dim:
+            scores = scores + torch.bmm(q_rope.reshape(b, h * tq, -1), k_rope.transpose(1, 2))
+        scores = scores.to(torch.promote_types(scores.dtype, torch.float32)) * d.qk_head_dim**-0.5  # >= fp32
+        if pos is not None:
+            allowed = decode_kernel(decode_mask, q_nope)(pos, latent.shape[1], None)
+            scores = scores.masked_fill(~allowed.view(1, 1, -1), float("-inf"))
+        probs = torch.softmax(scores, dim=-1).to(latent.dtype)
+        o = torch.bmm(probs, latent).view(b, h, tq, r)
+        y = torch.matmul(o, w_v.transpose(1, 2))  # (B, H, 1, dv)
+        if self.kv_b_proj.bias is not None:
+            y = y + self.kv_b_proj.bias.view(h, dn + dv)[:, dn:].view(1, h, 1, dv).to(y.dtype)
+        return self.out_proj(y.transpose(1, 2).reshape(b, tq, h * dv))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, D) -> (B, T, D)."""
@@ -221,10 +261,11 @@ class MultiHeadLatentAttention(nn.Module):
         )
 
     def step(self, x: torch.Tensor, cache: MLACache) -> torch.Tensor:
-        """Append ``x`` (B, T, D) after the cached positions and attend (keys re-expanded from the latents).
+        """Append ``x`` (B, T, D) after the cached positions and attend: one token straight over the latents
+        (:meth:`_attend_absorbed`), several (a prefill) with keys and values expanded from them.
 
         With ``cache.pos`` set, the static-shape form (T = 1, CUDA-graph safe): write at ``pos``, attend over the
-        whole buffer with later positions masked (keys are expanded for every position of the buffer).
+        whole buffer with later positions masked.
         """
         t = x.shape[1]
         if cache.pos is not None:
@@ -241,7 +282,9 @@ class MultiHeadLatentAttention(nn.Module):
         cache.k_rope[:, start:end] = k_rope.to(cache.k_rope.dtype)
         cache.seqlen = end
         lat, kr = cache.latent[:, :end].to(q_nope.dtype), cache.k_rope[:, :end].to(q_nope.dtype)
-        return self._attend(q_nope, q_rope, lat, kr, start)
+        if t == 1:
+            return self._attend_absorbed(q_nope, q_rope, lat, kr, None)
+        return self._attend(q_nope, q_rope, lat, kr, start)  # a prefill: expanding once is the cheaper form
 
     def _step_static(self, x: torch.Tensor, cache: MLACache) -> torch.Tensor:
         if x.shape[1] != 1:
@@ -249,12 +292,13 @@ class MultiHeadLatentAttention(nn.Module):
                 f"the static-shape decode step takes one token, found {x.shape[1]}; prefill with the eager cache"
             )
         pos = cache.pos
-        q_nope, q_rope = self._queries(x, pos)
-        latent, k_rope = self._latents(x, pos)
-        cache.latent.index_copy_(1, pos, latent.to(cache.latent.dtype))
-        cache.k_rope.index_copy_(1, pos, k_rope.to(cache.k_rope.dtype))
-        lat, kr = cache.latent.to(q_nope.dtype), cache.k_rope.to(q_nope.dtype)
-        return self._attend(q_nope, q_rope, lat, kr, pos)
+        with static_step():
+            q_nope, q_rope = self._queries(x, pos)
+            latent, k_rope = self._latents(x, pos)
+            cache.latent.index_copy_(1, pos, latent.to(cache.latent.dtype))
+            cache.k_rope.index_copy_(1, pos, k_rope.to(cache.k_rope.dtype))
+            lat, kr = cache.latent.to(q_nope.dtype), cache.k_rope.to(q_nope.dtype)
+            return self._attend_absorbed(q_nope, q_rope, lat, kr, pos)
 
     def extra_repr(self) -> str:
         d = self.dims

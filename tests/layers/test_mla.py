@@ -111,6 +111,32 @@ def test_decode_caches_only_the_latent_and_rope_key():
     assert per_position == cost(cfg_with(), None, 9).kv_elems_per_token == 24 + 8
 
 
+@pytest.mark.parametrize("mla", [{}, {"qk_rope_head_dim": 0}, {"n_heads": 2}], ids=["rope", "nope", "2h"])
+@pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
+def test_decode_step_attends_over_latents_exactly(mla, bias):
+    """A one-token step scores the latents directly (weight absorption): in float64 the same numbers as expanding
+    keys and values, eager and static (masked) alike, kv_b_proj's bias included."""
+    cfg = cfg_with(**mla)
+    cfg.bias = bias
+    m = build(cfg, None, 0).double()
+    with torch.no_grad():
+        for p in m.parameters():  # non-trivial biases and norm weights
+            p.add_(0.1 * torch.randn_like(p))
+        x = torch.randn(2, 7, 64, dtype=torch.float64)
+        q_nope, q_rope = m._queries(x[:, 6:], 6)
+        latent, k_rope = m._latents(x, 0)
+        expanded = m._attend(q_nope, q_rope, latent, k_rope, 6)
+        absorbed = m._attend_absorbed(q_nope, q_rope, latent, k_rope, None)
+        torch.testing.assert_close(absorbed, expanded, rtol=1e-10, atol=1e-12)
+        # static: positions after pos hold garbage and must be masked
+        pad = torch.randn(2, 5, latent.shape[-1], dtype=torch.float64)
+        pad_rope = torch.randn(2, 5, k_rope.shape[-1], dtype=torch.float64)
+        static = m._attend_absorbed(
+            q_nope, q_rope, torch.cat((latent, pad), 1), torch.cat((k_rope, pad_rope), 1), torch.tensor([6])
+        )
+        torch.testing.assert_close(static, expanded, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("mla", [{}, {"q_lora_rank": 16}, {"qk_rope_head_dim": 0}])
 @pytest.mark.parametrize("bias", [False, True])
 def test_cost_params_equal_module(mla, bias):
