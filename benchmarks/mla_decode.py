@@ -2,7 +2,7 @@
 before) against weight absorption (attention straight over the latents, ``MultiHeadLatentAttention._attend_absorbed``).
 
 One query token against a cache of ``--contexts`` positions filled with random latents, the static step's masked
-form; both outputs are checked to agree first. Runs on the GPU when there is one (CUDA-event timing), else the CPU.
+form; both outputs are checked to agree first. Runs on the GPU when there is one (``--graph``: CUDA-graph replays), else the CPU.
 
     python benchmarks/mla_decode.py --preset 125m --contexts 1024,4096
 """
@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
 from archsearch.layers import mla
 from archsearch.layers.attention import decode_attention
+from archsearch.layers.backend import static_step
 from archsearch.model.presets import get_preset
 
 
@@ -36,7 +38,23 @@ def timed(fn, device: torch.device, repeats: int) -> float:
     return statistics.median(out)
 
 
-def measure(m: mla.MultiHeadLatentAttention, ctx: int, b: int, repeats: int) -> tuple[float, float]:
+def graphed(fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
+    """``fn`` captured in a CUDA graph (warmed up on a side stream first); returns the replay."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def measure(
+    m: mla.MultiHeadLatentAttention, ctx: int, b: int, repeats: int, graph: bool
+) -> tuple[float, float]:
     """(expanded ms, absorbed ms) of one query against a cache of ``ctx`` random latents, after checking they agree."""
     d = m.dims
     weight = m.kv_b_proj.weight
@@ -62,6 +80,9 @@ def measure(m: mla.MultiHeadLatentAttention, ctx: int, b: int, repeats: int) -> 
 
     tol = 2e-2 if dtype == torch.bfloat16 else 1e-3
     torch.testing.assert_close(absorbed(), expanded(), rtol=tol, atol=tol)
+    if graph:
+        with static_step():  # as HybridLM.step: the mask compiled
+            return timed(graphed(expanded), device, repeats), timed(graphed(absorbed), device, repeats)
     return timed(expanded, device, repeats), timed(absorbed, device, repeats)
 
 
@@ -71,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--contexts", default="1024,4096")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--graph", action="store_true", help="time CUDA-graph replays (as a decode step runs)")
     args = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -83,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| context | expanded ms | absorbed ms | speed-up |\n| --- | ---: | ---: | ---: |")
     with torch.no_grad():
         for ctx in (int(c) for c in args.contexts.split(",")):
-            t_exp, t_abs = measure(m, ctx, args.batch, args.repeats)
+            t_exp, t_abs = measure(m, ctx, args.batch, args.repeats, args.graph and device.type == "cuda")
             print(f"| {ctx} | {t_exp:.2f} | {t_abs:.2f} | {t_exp / t_abs:.1f}x |", flush=True)
 
 

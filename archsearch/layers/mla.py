@@ -208,9 +208,10 @@ class MultiHeadLatentAttention(nn.Module):
         """One query per sequence against the cached latents without expanding keys and values (DeepSeek-V2's weight
         absorption), what a decode step needs: the query's no-RoPE part moves into latent space through the key half
         of ``kv_b_proj``, every head scores the latents (plus the shared RoPE key) directly, and the weighted latent
-        leaves through the value half. Equal to :meth:`_attend` up to rounding; per step it reads the cache once
-        instead of expanding ``heads x (qk_nope + v)`` values for every cached position. ``kv_b_proj``'s key bias
-        shifts all of a query's scores equally (softmax ignores it); its value bias is added to the output.
+        leaves through the value half. Equal to :meth:`_attend` up to rounding; per cached position a step reads the
+        ``kv_lora_rank + qk_rope_head_dim`` cached elements instead of expanding ``heads x (qk_nope + v)`` values.
+        ``kv_b_proj``'s key bias shifts all of a query's scores equally (softmax ignores it); its value bias is
+        added to the output.
 
         Args:
             q_nope, q_rope: (B, H, 1, .) the query parts.
@@ -223,11 +224,13 @@ class MultiHeadLatentAttention(nn.Module):
         w = self.kv_b_proj.weight.view(h, dn + dv, r).to(q_nope.dtype)
         w_k, w_v = w.split([dn, dv], dim=1)  # (H, dn, r), (H, dv, r)
         q_lat = torch.matmul(q_nope, w_k)  # (B, H, 1, r)
-        # heads as rows of one matrix per sequence: no per-head copy of the cache
-        scores = torch.bmm(q_lat.reshape(b, h * tq, r), latent.transpose(1, 2))  # (B, H, L)
+        # heads as the rows of one matrix per sequence (no per-head copy of the cache); scores in fp32 as SDPA keeps
+        # them, the weighted sum over the latents in the compute dtype as flash attention's P @ V
+        f32 = torch.promote_types(latent.dtype, torch.float32)
+        scores = torch.bmm(q_lat.reshape(b, h * tq, r).to(f32), latent.to(f32).transpose(1, 2))  # (B, H, L)
         if d.qk_rope_head_dim:
-            scores = scores + torch.bmm(q_rope.reshape(b, h * tq, -1), k_rope.transpose(1, 2))
-        scores = scores.to(torch.promote_types(scores.dtype, torch.float32)) * d.qk_head_dim**-0.5  # >= fp32
+            scores = scores.baddbmm(q_rope.reshape(b, h * tq, -1).to(f32), k_rope.to(f32).transpose(1, 2))
+        scores = scores * d.qk_head_dim**-0.5
         if pos is not None:
             allowed = decode_kernel(decode_mask, q_nope)(pos, latent.shape[1], None)
             scores = scores.masked_fill(~allowed.view(1, 1, -1), float("-inf"))
