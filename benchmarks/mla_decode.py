@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
 
 import torch
+from decode_attention import graph_us  # the sibling benchmark (scripts run with benchmarks/ on the path)
 
 from archsearch.layers import mla
 from archsearch.layers.attention import decode_attention
@@ -36,20 +36,6 @@ def timed(fn, device: torch.device, repeats: int) -> float:
             torch.cuda.synchronize()
         out.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(out)
-
-
-def graphed(fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
-    """``fn`` captured in a CUDA graph (warmed up on a side stream first); returns the replay."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
 
 
 def measure(
@@ -80,9 +66,9 @@ def measure(
 
     tol = 2e-2 if dtype == torch.bfloat16 else 1e-3
     torch.testing.assert_close(absorbed(), expanded(), rtol=tol, atol=tol)
-    if graph:
+    if graph:  # decode_attention.py's capture and replay timing, one call per graph
         with static_step():  # as HybridLM.step: the mask compiled
-            return timed(graphed(expanded), device, repeats), timed(graphed(absorbed), device, repeats)
+            return graph_us(expanded, 1, repeats) / 1e3, graph_us(absorbed, 1, repeats) / 1e3
     return timed(expanded, device, repeats), timed(absorbed, device, repeats)
 
 

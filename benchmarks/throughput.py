@@ -218,6 +218,8 @@ def main() -> None:
     for impl in args.impls.split(","):
         if impl not in IMPLS:
             ap.error(f"--impls: unknown {impl!r} (one of {', '.join(IMPLS)})")
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
     rows = []
     for size_name in args.sizes.split(","):
         size = SIZES[size_name]
@@ -232,7 +234,6 @@ def main() -> None:
                         model, fn, emb, opt = archsearch_model(size, stack, impl)
                     prof = None
                     if args.profile:
-                        os.makedirs(args.profile, exist_ok=True)
                         prof = os.path.join(args.profile, f"{size_name}_{stack}_{impl.replace('+', '_')}.txt")
                     r = measure(model, fn, emb, opt, size, n_attn, args.steps, args.warmup, prof)
                 except torch.OutOfMemoryError as exc:
