@@ -1,1 +1,1 @@
-"""HybridLM, its configuration, named presets and iso-parameter sizing."""
+"""HybridLM, its configuration and named presets."""

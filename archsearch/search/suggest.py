@@ -2,7 +2,7 @@
 overrides.
 
 The layer mix is allocated with ``archsearch.pattern.allocate`` (Megatron-LM's rule by default); a ``budget``
-dimension re-solves the width per trial with ``archsearch.model.sizing.fit_to_budget`` so every trial is
+dimension re-solves the width per trial with ``archsearch.cost.sizing.fit_to_budget`` so every trial is
 iso-parameter, as the paper's ablations compare models of one size.
 """
 
@@ -149,7 +149,7 @@ def _model_config(values: dict[str, Any], space: SearchSpace, pattern: Any) -> A
     if overrides:
         cfg = cfg.replace(**overrides)
     if "budget" in values:
-        from archsearch.model.sizing import fit_to_budget
+        from archsearch.cost.sizing import fit_to_budget
 
         cfg = fit_to_budget(pattern, cfg, int(values["budget"]), solve=space.budget_solve)
     return cfg

@@ -85,7 +85,7 @@ class TrainConfig:
     mlp_spread: str = "megatron"
     preset: str = "toy"
     model: dict[str, Any] = field(default_factory=dict)
-    target_params: int | None = None  # resize the model to this many parameters (model.sizing.fit_to_budget)
+    target_params: int | None = None  # resize the model to this many parameters (cost.sizing.fit_to_budget)
     solve: Literal["d_model", "d_ff"] = "d_model"
     backend: Literal["auto", "fused", "reference"] | None = None  # None: the preset's
 

@@ -72,7 +72,7 @@ def resolve_model_config(
     if mcfg.max_seq_len < cfg.seq_len:
         mcfg = mcfg.replace(max_seq_len=cfg.seq_len)
     if cfg.target_params is not None:
-        from archsearch.model.sizing import fit_to_budget
+        from archsearch.cost.sizing import fit_to_budget
 
         mcfg = fit_to_budget(pattern, mcfg, cfg.target_params, solve=cfg.solve)
     return mcfg
