@@ -20,6 +20,7 @@ from torch.utils.checkpoint import checkpoint
 from archsearch.errors import ConfigError, PatternError
 from archsearch.layers.backend import static_step
 from archsearch.layers.norm import add_norm, fused_add_norm_available, make_norm
+from archsearch.model.block import Block
 from archsearch.model.config import ModelConfig
 from archsearch.model.mtp import MultiTokenPrediction
 from archsearch.model.mtp import combine as mtp_combine
@@ -110,16 +111,6 @@ def mtp_positions(pattern: Pattern) -> list[int]:
 
 
 # ---- modules ----------------------------------------------------------------------------------------------------
-class Block(nn.Module):
-    """One residual sub-layer: ``norm`` then ``mixer`` (the pattern symbol's layer); the model adds the residual."""
-
-    def __init__(self, cfg: ModelConfig, layer: Layer, layer_idx: int):
-        super().__init__()
-        self.symbol = layer.symbol
-        self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
-        self.mixer = layer.spec.build(cfg, layer.options(), layer_idx)
-
-
 @dataclass
 class InferenceCache:
     """Decode state of a whole model: one cache per block (None for stateless layers) and tokens seen so far.

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from archsearch.layers.norm import make_norm
+from archsearch.model.block import Block
 from archsearch.model.config import ModelConfig
 from archsearch.pattern.pattern import Layer
 
@@ -41,10 +42,6 @@ class MTPDepth(nn.Module):
 
     def __init__(self, cfg: ModelConfig, layers: tuple[Layer, ...], first_idx: int):
         super().__init__()
-        from archsearch.model.hybrid_lm import (
-            Block,
-        )  # the main stack's sub-layer, shared (import cycle otherwise)
-
         d = cfg.d_model
         self.residual_in_fp32 = cfg.residual_in_fp32
         self.enorm = make_norm(cfg.norm, d, cfg.norm_eps)
