@@ -122,13 +122,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from archsearch.cost.cards import get_card
     from archsearch.cost.estimate import count_params
     from archsearch.model.build import build_model
-    from archsearch.model.hybrid_lm import as_pattern
     from archsearch.model.presets import get_preset
+    from archsearch.pattern import parse
 
     cfg, default_pattern = get_preset(args.preset)
     if args.backend:
         cfg = cfg.replace(backend=args.backend)
-    full = as_pattern(args.pattern or default_pattern)
+    full = parse(args.pattern or default_pattern)
     pattern = truncate(full, args.layers_keep) if args.layers_keep else full
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(0)

@@ -13,8 +13,8 @@ from typing import Any
 from archsearch.cost.cards import Card, get_card
 from archsearch.errors import ConfigError, PatternError
 from archsearch.model.config import ModelConfig
-from archsearch.model.hybrid_lm import as_pattern, layer_positions
-from archsearch.pattern.pattern import Layer, Pattern
+from archsearch.pattern import parse
+from archsearch.pattern.pattern import Layer, Pattern, layer_positions
 from archsearch.pattern.registry import LayerCost
 
 DEFAULT_CONTEXTS = (4096, 32768, 131072)
@@ -183,7 +183,7 @@ def estimate(
         PatternError: a layer type without a cost formula.
         ConfigError: a non-positive ``seq_len`` or ``dtype_bytes``.
     """
-    pattern = as_pattern(pattern)
+    pattern = parse(pattern)
     seq_len = cfg.max_seq_len if seq_len is None else int(seq_len)
     if seq_len < 1:
         raise ConfigError(f"seq_len must be a positive number of tokens, found {seq_len}", key="--seq-len")

@@ -14,7 +14,8 @@ from archsearch.cost.estimate import count_params
 from archsearch.cost.shapes import attention_dims, mamba1_dims, mamba2_dims, mla_dims, mlp_dims, moe_dims
 from archsearch.errors import ConfigError, did_you_mean
 from archsearch.model.config import ModelConfig
-from archsearch.model.hybrid_lm import CE_CHUNK_ELEMS, as_pattern
+from archsearch.model.hybrid_lm import CE_CHUNK_ELEMS
+from archsearch.pattern import parse
 from archsearch.pattern.pattern import Layer, Pattern
 
 # precision -> (bytes per stored parameter/gradient, bytes per activation element, bytes per optimizer-state element)
@@ -120,7 +121,7 @@ def training_memory(
     for key, value in (("--seq-len", seq_len), ("--batch-size", micro_batch)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"expected a positive integer, found {value!r}", key=key)
-    pattern = as_pattern(pattern)
+    pattern = parse(pattern)
     p_bytes, a_bytes, o_bytes = PRECISIONS[precision]
     n_params = count_params(pattern, cfg)
     tokens = seq_len * micro_batch

@@ -14,7 +14,7 @@ from archsearch.cost.estimate import count_params
 from archsearch.cost.shapes import attention_dims, mamba2_dims
 from archsearch.errors import ConfigError
 from archsearch.model.config import ModelConfig
-from archsearch.model.hybrid_lm import as_pattern
+from archsearch.pattern import parse
 from archsearch.pattern.pattern import Pattern
 
 MAX_WIDTH = 1 << 17
@@ -89,7 +89,7 @@ def fit_to_budget(
         ConfigError: a bad ``solve``/``multiple``/budget, a budget out of reach, or ``d_ff`` for a pattern whose
             parameter count does not depend on it.
     """
-    pattern = as_pattern(pattern)
+    pattern = parse(pattern)
     if isinstance(target_params, bool) or not isinstance(target_params, int | float) or target_params <= 0:
         raise ConfigError(
             f"target_params must be a positive number, found {target_params!r}", key="target_params"

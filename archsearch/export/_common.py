@@ -1,4 +1,4 @@
-"""What every exporter shares: the error for what a target cannot express, and pattern coercion."""
+"""What every exporter shares: the error for what a target cannot express, and the attributed layers it lists."""
 
 from __future__ import annotations
 
@@ -27,20 +27,6 @@ class NotExpressibleError(ArchsearchError, ValueError):
         if hint:
             text += f" ({hint})"
         super().__init__(text)
-
-
-def as_pattern(pattern: Pattern | str) -> Pattern:
-    """A Pattern from a Pattern or its text (parsed by the grammar)."""
-    if isinstance(pattern, Pattern):
-        return pattern
-    from archsearch.pattern import parse
-
-    return parse(pattern)
-
-
-def all_layers(pattern: Pattern) -> list:
-    """Main-stack layers followed by every MTP depth's layers."""
-    return [*pattern.layers, *(l for depth in pattern.mtp for l in depth)]
 
 
 def attributed_layers(pattern: Pattern) -> list[str]:

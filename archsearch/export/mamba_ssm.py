@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from archsearch.export._common import NotExpressibleError, as_pattern, attributed_layers
+from archsearch.export._common import NotExpressibleError, attributed_layers
 from archsearch.model.config import ModelConfig
+from archsearch.pattern import parse
 from archsearch.pattern.pattern import Pattern
 
 _MIXERS = {"M": "Mamba2", "m": "Mamba1", "*": "MHA"}
@@ -23,7 +24,7 @@ def check_mamba_ssm(pattern: Pattern | str, cfg: ModelConfig) -> list[str]:
     """Everything mamba_ssm's MambaLMHeadModel cannot express about this model, one line each."""
     from archsearch.layers import attention, mlp
 
-    p = as_pattern(pattern)
+    p = parse(pattern)
     syms = p.symbols
     problems = []
     other = sorted({s for s in syms if s not in _MIXERS and s != "-"})
@@ -80,7 +81,7 @@ def mamba_ssm_config(pattern: Pattern | str, cfg: ModelConfig) -> dict[str, Any]
     """
     from archsearch.layers import attention, mamba1, mamba2, mlp
 
-    p = as_pattern(pattern)
+    p = parse(pattern)
     problems = check_mamba_ssm(p, cfg)
     if problems:
         raise NotExpressibleError(

@@ -14,9 +14,10 @@ import shlex
 from dataclasses import dataclass
 
 from archsearch.errors import ConfigError, did_you_mean
-from archsearch.export._common import NotExpressibleError, all_layers, as_pattern, attributed_layers
+from archsearch.export._common import NotExpressibleError, attributed_layers
 from archsearch.model.config import ModelConfig
-from archsearch.pattern.pattern import Pattern
+from archsearch.pattern import parse
+from archsearch.pattern.pattern import Pattern, all_layers
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def check_megatron(pattern: Pattern | str, cfg: ModelConfig, style: str = "mamba
     """Everything Megatron-LM cannot express about this model, one line each (empty when it can)."""
     from archsearch.layers import attention, mamba2
 
-    p = as_pattern(pattern)
+    p = parse(pattern)
     st = _style(style)
     problems = []
     layers = all_layers(p)
@@ -126,7 +127,7 @@ def megatron_args(
     """
     from archsearch.layers import attention, mamba2, mla, mlp, moe
 
-    p = as_pattern(pattern)
+    p = parse(pattern)
     st = _style(style)
     problems = check_megatron(p, cfg, style)
     if problems:
@@ -213,7 +214,7 @@ def megatron_script(
 ) -> str:
     """A bash script around :func:`megatron_args`, ready to fill in with data, tokenizer and optimizer flags."""
     args = megatron_args(pattern, cfg, seq_len=seq_len, style=style)
-    p = as_pattern(pattern)
+    p = parse(pattern)
     lines = [
         "#!/bin/bash",
         "# Megatron-LM architecture arguments exported by archsearch" + (f" from {origin}" if origin else ""),

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from archsearch.export._common import as_pattern
 from archsearch.model.config import ModelConfig
+from archsearch.pattern import parse
 from archsearch.pattern.pattern import Pattern
 
 # Keys of a run's config that describe that one run rather than the model or the recipe.
@@ -31,7 +31,7 @@ def train_config_dict(
         cfg: the model configuration.
         train: a run's training config (``config.yaml`` contents), if any.
     """
-    text = str(as_pattern(pattern))
+    text = str(parse(pattern))
     data: dict[str, Any] = {}
     for key, value in (train or {}).items():
         if key in _RUN_ONLY or key in _ALLOCATION_KEYS or key in ("pattern", "model"):

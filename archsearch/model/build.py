@@ -14,7 +14,8 @@ from archsearch.errors import ConfigError, did_you_mean
 from archsearch.layers.backend import BACKENDS
 from archsearch.layers.backend import check_backend as check_layer_backend
 from archsearch.model.config import ModelConfig
-from archsearch.model.hybrid_lm import HybridLM, as_pattern, check_buildable
+from archsearch.model.hybrid_lm import HybridLM, check_buildable
+from archsearch.pattern import parse
 from archsearch.pattern.pattern import Pattern
 
 
@@ -51,7 +52,7 @@ def build_model(
         PatternError: an unknown or unbuildable layer type (with its position).
         BackendError: ``cfg.backend == "fused"`` without CUDA or the fused-kernel package.
     """
-    pattern = as_pattern(pattern)
+    pattern = parse(pattern)
     check_buildable(pattern)
     check_backend(pattern, cfg)
     ctx = torch.device(device) if device is not None else contextlib.nullcontext()

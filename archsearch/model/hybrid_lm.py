@@ -24,58 +24,14 @@ from archsearch.model.block import Block
 from archsearch.model.config import ModelConfig
 from archsearch.model.mtp import MultiTokenPrediction
 from archsearch.model.mtp import combine as mtp_combine
-from archsearch.pattern.pattern import Layer, Pattern
+from archsearch.pattern import parse
+from archsearch.pattern.pattern import Pattern, all_layers, layer_positions, mtp_positions
 
 IGNORE_INDEX = -100
 CE_CHUNK_ELEMS = 2**27  # logits per cross-entropy chunk: 128M fp32 = 512 MiB (4096 tokens at a 32K vocab)
 
 
-# ---- patterns ---------------------------------------------------------------------------------------------------
-def as_pattern(pattern: Pattern | str) -> Pattern:
-    """A Pattern; strings go through the grammar's parser (a plain-symbol fallback while it is missing)."""
-    if isinstance(pattern, Pattern):
-        return pattern
-    if not isinstance(pattern, str):
-        raise PatternError(f"expected a pattern string or Pattern, found {type(pattern).__name__}")
-    try:
-        from archsearch.pattern.parser import parse
-    except ModuleNotFoundError as exc:  # the parser lands separately
-        if exc.name != "archsearch.pattern.parser":
-            raise
-        return _parse_plain(pattern)
-    return parse(pattern)
-
-
-def _parse_plain(text: str) -> Pattern:
-    """Bare symbols, ``|`` and ``/`` only: enough to build models before the full grammar exists."""
-    from archsearch.pattern import registry
-
-    main, *mtp = text.split("/")
-    layers: list[Layer] = []
-    bounds: list[int] = []
-    for pos, ch in enumerate(main):
-        if ch == "|":
-            bounds.append(len(layers))
-        elif ch.isspace():
-            continue
-        elif registry.is_symbol(ch):
-            layers.append(Layer(ch))
-        else:
-            raise PatternError(f"unknown layer symbol {ch!r}", pattern=text, pos=pos)
-    depths = tuple(tuple(Layer(ch) for ch in d if not ch.isspace()) for d in mtp)
-    return Pattern(layers=tuple(layers), stage_bounds=tuple(bounds), mtp=depths)
-
-
-def layer_positions(pattern: Pattern) -> list[int]:
-    """Index of each main-stack layer's symbol in ``str(pattern)`` (for error carets)."""
-    pos, out = 0, []
-    for i, layer in enumerate(pattern.layers):
-        pos += pattern.stage_bounds.count(i)  # '||' (an empty stage) is two characters
-        out.append(pos)
-        pos += len(str(layer))
-    return out
-
-
+# ---- patterns ----------------------------------------------------------------------------------------------------
 def check_buildable(pattern: Pattern) -> None:
     """Raise a PatternError at the first layer (main stack or MTP stack) whose type cannot be built.
 
@@ -91,23 +47,6 @@ def check_buildable(pattern: Pattern) -> None:
                 pattern=text,
                 pos=pos,
             )
-
-
-def all_layers(pattern: Pattern) -> list[Layer]:
-    """The main stack's layers, then every MTP depth's."""
-    return [*pattern.layers, *(layer for depth in pattern.mtp for layer in depth)]
-
-
-def mtp_positions(pattern: Pattern) -> list[int]:
-    """Index of each MTP layer's symbol in ``str(pattern)``, depth by depth."""
-    pos = len(str(Pattern(pattern.layers, pattern.stage_bounds)))
-    out = []
-    for depth in pattern.mtp:
-        pos += 1  # the '/'
-        for layer in depth:
-            out.append(pos)
-            pos += len(str(layer))
-    return out
 
 
 # ---- modules ----------------------------------------------------------------------------------------------------
@@ -152,7 +91,7 @@ class HybridLM(nn.Module):
 
     def __init__(self, cfg: ModelConfig, pattern: Pattern | str):
         super().__init__()
-        pattern = as_pattern(pattern)
+        pattern = parse(pattern)
         if not pattern.layers:
             raise PatternError("the pattern has no layers", pattern=str(pattern))
         check_buildable(pattern)

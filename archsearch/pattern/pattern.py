@@ -75,10 +75,10 @@ class Pattern:
     @property
     def is_megatron(self) -> bool:
         """True when Megatron-LM can express this pattern: only its symbols, no attributes, no ``*`` with ``+``/``D``."""
-        all_layers = list(self.layers) + [l for d in self.mtp for l in d]
-        if any(l.attrs or not l.spec.megatron for l in all_layers):
+        layers = all_layers(self)
+        if any(l.attrs or not l.spec.megatron for l in layers):
             return False
-        syms = {l.symbol for l in all_layers}
+        syms = {l.symbol for l in layers}
         return not ("*" in syms and ("+" in syms or "D" in syms))
 
     # ---- counts -----------------------------------------------------------------------------------------------
@@ -131,3 +131,31 @@ class Pattern:
             "mtp_depths": len(self.mtp),
             "mtp_stack": "".join(str(l) for l in self.mtp[0]) if self.mtp else None,
         }
+
+
+# ---- layers and where they sit in the canonical text ----------------------------------------------------------
+def all_layers(pattern: Pattern) -> list[Layer]:
+    """The main stack's layers, then every MTP depth's."""
+    return [*pattern.layers, *(layer for depth in pattern.mtp for layer in depth)]
+
+
+def layer_positions(pattern: Pattern) -> list[int]:
+    """Index of each main-stack layer's symbol in ``str(pattern)`` (for error carets)."""
+    pos, out = 0, []
+    for i, layer in enumerate(pattern.layers):
+        pos += pattern.stage_bounds.count(i)  # '||' (an empty stage) is two characters
+        out.append(pos)
+        pos += len(str(layer))
+    return out
+
+
+def mtp_positions(pattern: Pattern) -> list[int]:
+    """Index of each MTP layer's symbol in ``str(pattern)``, depth by depth."""
+    pos = len(str(Pattern(pattern.layers, pattern.stage_bounds)))
+    out = []
+    for depth in pattern.mtp:
+        pos += 1  # the '/'
+        for layer in depth:
+            out.append(pos)
+            pos += len(str(layer))
+    return out

@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from archsearch.errors import PatternError
-from archsearch.model.hybrid_lm import HybridLM, chunked_cross_entropy, layer_positions
+from archsearch.model.hybrid_lm import HybridLM, chunked_cross_entropy
 from archsearch.model.presets import get_preset
 from archsearch.pattern import parse, registry
+from archsearch.pattern.pattern import layer_positions
 
 
 def toy(**overrides):
