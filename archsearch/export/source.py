@@ -14,7 +14,7 @@ from typing import Any
 
 from archsearch.errors import ArchsearchError, ConfigError, StudyError
 from archsearch.model.config import ModelConfig
-from archsearch.viz._records import STORAGE_FILES, StudyRecords, TrialRecord, load_records, study_error
+from archsearch.viz import STORAGE_FILES, StudyRecords, TrialRecord, load_records
 
 
 @dataclass
@@ -127,8 +127,11 @@ def trial_source(
         candidates.append(Path(trial.run_dir))
         if study_dir is not None and not Path(trial.run_dir).is_absolute():
             candidates.append(Path(study_dir) / trial.run_dir)
-    if study_dir is not None:
-        candidates.append(Path(study_dir) / "trials" / str(trial.number))
+    if study_dir is not None:  # a study directory moved or copied since the sweep: its runs sit under trials/
+        trials = Path(study_dir) / "trials"
+        if trial.run_dir:  # a retried trial runs in the directory named after the trial it retries
+            candidates.append(trials / Path(trial.run_dir).name)
+        candidates.append(trials / f"trial-{trial.number:04d}")  # the name a sweep gives a trial's run
     for c in candidates:
         if (c / "config.yaml").is_file():
             src = read_run_config(c)
@@ -139,10 +142,9 @@ def trial_source(
     try:
         src = replan(records, trial)
     except ArchsearchError as exc:
-        raise study_error(
+        raise StudyError(
             f"{missing}: missing, and trial {trial.number} cannot be re-planned from the study's space "
-            f"({exc.render().splitlines()[0]})",
-            "keep the trial's run directory, or export from a copy of it",
+            f"({exc.render().splitlines()[0]}) (keep the trial's run directory, or export from a copy of it)"
         ) from None
     return src
 

@@ -2,6 +2,7 @@
 figure when None) and returns the Axes; only :func:`render_figures` and the CLI write files."""
 
 from archsearch.viz._records import (
+    STORAGE_FILES,
     PlotNotApplicable,
     StudyRecords,
     TrialRecord,
@@ -23,6 +24,7 @@ from archsearch.viz.rope import plot_rope
 
 __all__ = [
     "FAMILIES",
+    "STORAGE_FILES",
     "PlotNotApplicable",
     "StudyRecords",
     "TrialRecord",

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 
 from archsearch.errors import ConfigError, StudyError
 from archsearch.export import load_source, read_run_config
@@ -84,3 +85,30 @@ def test_replan_from_the_space_when_the_run_is_gone(tmp_path: Path):
     src = load_source(tmp_path / "study.db", "best")
     assert src.pattern == str(plan.pattern) and src.model == plan.model
     assert "re-planned from its search space" in src.origin
+
+
+def test_a_moved_sweep_finds_its_runs_under_trials(tmp_path: Path):
+    """The layout a real sweep writes (``<study>/trials/trial-NNNN/``), moved elsewhere after the sweep: the recorded
+    run directories are gone, so the export must find each run beside the study, not re-plan it."""
+    from archsearch.cli import main
+
+    space = {
+        "preset": "toy",
+        "seq_len": 32,
+        "batch_size": 2,
+        "steps": 2,
+        "val_every": 2,
+        "val_batches": 1,
+        "train": {"checkpoint": False},
+        "n_trials": 1,
+        "space": {"layers": 4, "attention": {"type": "categorical", "choices": [0.25]}},
+    }
+    path = tmp_path / "moved_sweep.yaml"
+    path.write_text(yaml.safe_dump(space))
+    assert main(["sweep", str(path), "--runs-dir", str(tmp_path / "runs"), "--seed", "1"]) == 0
+    (tmp_path / "runs").rename(tmp_path / "elsewhere")
+    study_dir = tmp_path / "elsewhere" / "moved_sweep"
+    assert (study_dir / "trials" / "trial-0000" / "config.yaml").is_file()  # what the sweep wrote
+    src = load_source(study_dir, 0)
+    assert "re-planned" not in src.origin and "trial-0000" in src.origin
+    assert src.train["name"] == "trial-0000" and src.pattern == src.trial.pattern
