@@ -2,8 +2,9 @@
 
 Activations are counted as the tensors autograd keeps for backward, per token, with the fused GPU kernels'
 recomputation (FlashAttention-style attention keeps no T x T scores; mamba_ssm's memory-efficient Mamba-2 path keeps
-only its in_proj output and the pre-out_proj activation). Formulas per layer type are in ``ACTIVATION_FORMULAS``; a
-rough estimate (allocator slack, workspace and CUDA context are not included), for "will it fit" decisions.
+only its in_proj output and the pre-out_proj activation). Each layer type states its own formula (the ``activations``
+of its registry entry, archsearch/layers/*.py); ``training_memory(...)["formulas"]`` lists them. A rough estimate
+(allocator slack, workspace and CUDA context are not included), for "will it fit" decisions.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from archsearch.cost.estimate import count_params
-from archsearch.cost.shapes import attention_dims, mamba1_dims, mamba2_dims, mla_dims, mlp_dims, moe_dims
 from archsearch.errors import ConfigError, did_you_mean
 from archsearch.model.config import ModelConfig
 from archsearch.model.hybrid_lm import CE_CHUNK_ELEMS
-from archsearch.pattern import parse
+from archsearch.pattern import parse, registry
 from archsearch.pattern.pattern import Layer, Pattern
 
 # precision -> (bytes per stored parameter/gradient, bytes per activation element, bytes per optimizer-state element)
@@ -28,57 +28,31 @@ PRECISIONS = {
 }
 OPTIMIZER_STATES = {"adamw": 2, "adam": 2, "sgd": 1, "none": 0}  # state tensors per parameter
 
-# Elements kept per token (multiply by activation bytes). d = d_model; every block also keeps its fp32 residual
-# input to the norm (counted as 2 elements of 2 bytes under mixed precision) and the normalised input (1 x d).
-ACTIVATION_FORMULAS = {
-    "block": "norm input (fp32 residual, 4 bytes) + normalised layer input d",
-    "mlp": "2 x d_ff (pre- and post-activation); swiglu: 3 x d_ff",
-    "moe": "top_k x (d + 2 x d_ff) (tokens copied to experts) + n_experts router logits (fp32)",
-    "attention": "q + k + v + attention output = 2 x heads x head_dim + 2 x kv_heads x head_dim (no T x T: flash)",
-    "mamba2": "in_proj output (2 x d_inner + 2 x ngroups x d_state + nheads) + pre-out_proj d_inner (fused path)",
-    "mamba1": "in_proj output 2 x d_inner + x_proj output (dt_rank + 2 x d_state) + delta, scan out d_inner x 2",
-    "mla": "q, k (heads x (nope + rope)), v (heads x v_dim), output (heads x v_dim), latent kv_lora_rank + rope",
-    "parallel": "mamba2 + attention formulas + 2 x d (branch norms)",
-    "other": "10 x d (rough guess for layer types without a formula)",
-    "head": "final norm input (fp32) + its output d; plus one chunk of fp32 logits and their gradient",
-}
+# Elements kept per token (multiply by activation bytes), beside each layer type's own formula. d = d_model; every
+# block also keeps its fp32 residual input to the norm (counted as 2 elements of 2 bytes under mixed precision) and
+# the normalised input (1 x d).
+BLOCK_FORMULA = "norm input (fp32 residual, 4 bytes) + normalised layer input d"
+HEAD_FORMULA = "final norm input (fp32) + its output d; plus one chunk of fp32 logits and their gradient"
+OTHER_FORMULA = "10 x d (rough guess for layer types without a formula)"
 
 
-def _mamba2_elems(cfg: ModelConfig, opts: Any) -> float:
-    m = mamba2_dims(cfg, opts)
-    return 2 * m.d_inner + 2 * m.ngroups * m.d_state + m.nheads + m.d_inner
-
-
-def _attention_elems(cfg: ModelConfig, opts: Any) -> float:
-    a = attention_dims(cfg, opts)
-    hd = a.head_dim or cfg.d_model // max(a.n_heads, 1)
-    return 2 * a.n_heads * hd + 2 * a.n_kv_heads * hd
+def activation_formulas() -> dict[str, str]:
+    """How activations are counted: the block's share, each layer type's formula (the first line of its registered
+    ``activations`` docstring), the guess for types without one, and the head's share."""
+    per_type = {
+        spec.name: (spec.activations.__doc__ or "").strip().splitlines()[0].rstrip(".")
+        for spec in registry.all_specs()
+        if spec.activations is not None
+    }
+    return {"block": BLOCK_FORMULA, **per_type, "other": OTHER_FORMULA, "head": HEAD_FORMULA}
 
 
 def _layer_elems(layer: Layer, cfg: ModelConfig) -> float:
     """Activation elements per token kept by one layer (excluding the block's norm, counted separately)."""
-    name, opts, d = layer.spec.name, layer.options(), cfg.d_model
-    if name == "mlp":
-        m = mlp_dims(cfg, opts)
-        return (3 if m.activation == "swiglu" else 2) * m.d_ff
-    if name == "moe":
-        m = moe_dims(cfg, opts)
-        ff = (3 if m.activation == "swiglu" else 2) * m.d_ff
-        return m.top_k * (d + ff) + 2 * m.n_experts
-    if name == "attention":
-        return _attention_elems(cfg, opts)
-    if name == "mamba2":
-        return _mamba2_elems(cfg, opts)
-    if name == "mamba1":
-        m = mamba1_dims(cfg, opts)
-        return 2 * m.d_inner + m.dt_rank + 2 * m.d_state + 2 * m.d_inner
-    if name == "mla":
-        m = mla_dims(cfg, opts)
-        qk = m.qk_nope_head_dim + m.qk_rope_head_dim
-        return 2 * m.n_heads * qk + 2 * m.n_heads * m.v_head_dim + m.kv_lora_rank + m.qk_rope_head_dim
-    if name == "parallel":
-        return _mamba2_elems(cfg, opts) + _attention_elems(cfg, opts) + 2 * d
-    return 10.0 * d
+    spec = layer.spec
+    if spec.activations is None:
+        return 10.0 * cfg.d_model
+    return spec.activations(cfg, layer.options())
 
 
 def training_memory(
@@ -150,7 +124,7 @@ def training_memory(
         "activations": activations,
         "activations_by_layer": {k: int(v) for k, v in by_layer.items()},
         "total": parameters + gradients + opt_state + activations,
-        "formulas": dict(ACTIVATION_FORMULAS),
+        "formulas": activation_formulas(),
     }
 
 

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Literal
 
 from archsearch.cost.estimate import count_params
-from archsearch.cost.shapes import attention_dims, mamba2_dims
 from archsearch.errors import ConfigError
 from archsearch.model.config import ModelConfig
 from archsearch.pattern import parse
@@ -21,21 +20,13 @@ MAX_WIDTH = 1 << 17
 
 
 def width_step(pattern: Pattern, cfg: ModelConfig, multiple: int = 64) -> int:
-    """Smallest d_model increment that keeps every layer valid: a multiple of ``multiple``, of the attention head
-    count (when head_dim follows d_model; twice it when RoPE rotates all dims) and of what Mamba-2 needs
-    (``expand * d_model`` divisible by ``headdim * ngroups``)."""
+    """Smallest d_model increment that keeps every layer valid: a multiple of ``multiple`` and of what each layer
+    type's registered ``width_step`` asks (the attention head count when head_dim follows d_model, twice it when
+    RoPE rotates all dims; what Mamba-2 needs for ``expand * d_model`` to split into ``headdim * ngroups``)."""
     step = multiple
     for layer in pattern.layers:
-        names = set(layer.spec.option_fields())
-        opts = layer.options()
-        if {"heads", "kv_heads"} <= names:  # attention-like (*, P)
-            a = attention_dims(cfg, opts)
-            if a.head_dim is None:
-                step = math.lcm(step, a.n_heads * (2 if a.rope else 1))
-        if layer.spec.name in ("mamba2", "parallel"):
-            m = mamba2_dims(cfg, opts)
-            need = m.headdim * m.ngroups
-            step = math.lcm(step, need // math.gcd(need, m.expand))
+        if layer.spec.width_step is not None:
+            step = math.lcm(step, layer.spec.width_step(cfg, layer.options()))
     return step
 
 

@@ -20,6 +20,7 @@ from archsearch.layers.rope import RotaryEmbedding
 from archsearch.pattern.registry import LayerCost, LayerSpec, register
 
 
+# ---- options: the per-layer attributes (``*{rope=off}``) and the model-wide defaults (``model.attention``) --------
 @dataclass(frozen=True)
 class AttentionOptions:
     heads: int | None = None
@@ -29,6 +30,17 @@ class AttentionOptions:
     rope_fraction: float | None = field(default=None, metadata={"min": 0.0, "max": 1.0})
     rope_base: float | None = field(default=None, metadata={"min": 1.0})
     window: int | None = field(default=None, metadata={"min": 0})  # 0 turns a model-wide window off here
+
+
+@dataclass
+class AttentionConfig:
+    n_heads: int = 8
+    n_kv_heads: int | None = None  # None: same as n_heads (MHA); fewer is grouped-query attention
+    head_dim: int | None = None  # None: d_model // n_heads
+    rope: bool = True
+    rope_fraction: float = 1.0  # share of each head's dims that rotate (the paper's Transformer: 0.5)
+    rope_base: float = 10000.0
+    window: int | None = None  # sliding-window size in tokens; None is full causal attention
 
 
 # ---- option resolution (shared by build, cost and the parallel block) -------------------------------------------
@@ -356,6 +368,23 @@ def cost(cfg: Any, opts: AttentionOptions | None, seq_len: int) -> LayerCost:
     return dims_cost(resolve(cfg, opts), seq_len)
 
 
+def activations(cfg: Any, opts: AttentionOptions | None) -> float:
+    """q + k + v + attention output = 2 x heads x head_dim + 2 x kv_heads x head_dim (no T x T: flash)."""
+    d = resolve(cfg, opts)
+    return 2 * d.q_dim + 2 * d.kv_dim
+
+
+def width_step(cfg: Any, opts: Any) -> int:
+    """A multiple of the head count (twice it with RoPE, which rotates pairs of dims) while head_dim follows
+    d_model; 1 when head_dim is set."""
+    a = cfg.attention
+    if choose(opts, "head_dim", a.head_dim, "model.attention.head_dim", "*")[0] is not None:
+        return 1
+    heads = choose(opts, "heads", a.n_heads, "model.attention.n_heads", "*")[0]
+    rope = choose(opts, "rope", a.rope, "model.attention.rope", "*")[0]
+    return heads * (2 if rope else 1)
+
+
 SPEC = register(
     LayerSpec(
         symbol="*",
@@ -363,8 +392,11 @@ SPEC = register(
         role="mixer",
         summary="causal self-attention, MHA or GQA, RoPE on/off/partial, optional sliding window (SDPA)",
         options=AttentionOptions,
+        config=AttentionConfig,
         megatron=True,
         build=build,
         cost=cost,
+        activations=activations,
+        width_step=width_step,
     )
 )

@@ -28,12 +28,21 @@ if TYPE_CHECKING:  # pragma: no cover
     from archsearch.model.config import ModelConfig
 
 
+# ---- options: the per-layer attributes (``m{d_state=8}``) and the model-wide defaults (``model.mamba1``) ---------
 @dataclass(frozen=True)
 class Mamba1Options:
     d_state: int | None = None
     expand: int | None = None
     d_conv: int | None = None
     dt_rank: int | None = None
+
+
+@dataclass
+class Mamba1Config:
+    d_state: int = 16
+    expand: int = 2
+    d_conv: int = 4
+    dt_rank: int | None = None  # None: ceil(d_model / 16), as mamba_ssm
 
 
 @dataclass(frozen=True)
@@ -294,6 +303,12 @@ def cost(cfg: ModelConfig, opts: Mamba1Options | None, seq_len: int) -> LayerCos
     )
 
 
+def activations(cfg: ModelConfig, opts: Mamba1Options | None) -> float:
+    """in_proj output 2 x d_inner + x_proj output (dt_rank + 2 x d_state) + delta, scan out d_inner x 2."""
+    d = Mamba1Dims.from_config(cfg, opts)
+    return 2 * d.d_inner + d.dt_rank + 2 * d.d_state + 2 * d.d_inner
+
+
 SPEC = register(
     LayerSpec(
         symbol="m",
@@ -301,9 +316,11 @@ SPEC = register(
         role="mixer",
         summary="Mamba-1 selective scan (extension); mamba_ssm.Mamba on GPU, sequential-scan reference elsewhere",
         options=Mamba1Options,
+        config=Mamba1Config,
         megatron=False,
         build=build,
         cost=cost,
+        activations=activations,
         fused_package="mamba_ssm",
     )
 )

@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from archsearch.model.config import ModelConfig
 
 
+# ---- options: the per-layer attributes (``M{d_state=64}``) and the model-wide defaults (``model.mamba2``) --------
 @dataclass(frozen=True)
 class Mamba2Options:
     d_state: int | None = None
@@ -38,6 +39,16 @@ class Mamba2Options:
     ngroups: int | None = None
     d_conv: int | None = None
     chunk_size: int | None = None
+
+
+@dataclass
+class Mamba2Config:
+    d_state: int = 128
+    headdim: int = 64
+    expand: int = 2
+    ngroups: int = 8
+    d_conv: int = 4
+    chunk_size: int = 128
 
 
 @dataclass(frozen=True)
@@ -98,16 +109,21 @@ class Mamba2Dims:
     ) -> Mamba2Dims:
         """Model-config values overridden by the layer's pattern attributes, validated."""
 
-        def pick(name: str) -> Any:
-            value = getattr(opts, name, None) if opts is not None else None
-            return getattr(cfg.mamba2, name) if value is None else value
-
         dims = cls(
             d_model=cfg.d_model,
-            **{f: pick(f) for f in ("d_state", "headdim", "expand", "ngroups", "d_conv", "chunk_size")},
+            **{
+                f: _pick(cfg, opts, f)
+                for f in ("d_state", "headdim", "expand", "ngroups", "d_conv", "chunk_size")
+            },
             bias=cfg.bias,
         )
         return dims.validate(f"layer {layer_idx} (M)" if layer_idx is not None else "mamba2 layer")
+
+
+def _pick(cfg: ModelConfig, opts: Any, name: str) -> Any:
+    """The layer's attribute ``name`` when set, else ``cfg.mamba2.<name>``."""
+    value = getattr(opts, name, None) if opts is not None else None
+    return getattr(cfg.mamba2, name) if value is None else value
 
 
 def ssm_decay(A_log: torch.Tensor) -> torch.Tensor:
@@ -346,6 +362,19 @@ def cost(cfg: ModelConfig, opts: Mamba2Options | None, seq_len: int) -> LayerCos
     )
 
 
+def activations(cfg: ModelConfig, opts: Mamba2Options | None) -> float:
+    """in_proj output (2 x d_inner + 2 x ngroups x d_state + nheads) + pre-out_proj d_inner (fused path)."""
+    d = Mamba2Dims.from_config(cfg, opts)
+    return d.d_in_proj + d.d_ssm
+
+
+def width_step(cfg: ModelConfig, opts: Any) -> int:
+    """``expand x d_model`` must split into heads of ``headdim`` that split into ``ngroups``: d_model a multiple of
+    ``headdim x ngroups / gcd(headdim x ngroups, expand)``."""
+    need = _pick(cfg, opts, "headdim") * _pick(cfg, opts, "ngroups")
+    return need // math.gcd(need, _pick(cfg, opts, "expand"))
+
+
 SPEC = register(
     LayerSpec(
         symbol="M",
@@ -353,9 +382,12 @@ SPEC = register(
         role="mixer",
         summary="Mamba-2 selective SSM (SSD); mamba_ssm.Mamba2 on GPU, chunked-scan reference elsewhere",
         options=Mamba2Options,
+        config=Mamba2Config,
         megatron=True,
         build=build,
         cost=cost,
+        activations=activations,
+        width_step=width_step,
         fused_package="mamba_ssm",
     )
 )

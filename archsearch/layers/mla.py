@@ -29,6 +29,7 @@ from archsearch.layers.rope import RotaryEmbedding
 from archsearch.pattern.registry import LayerCost, LayerSpec, register
 
 
+# ---- options: the per-layer attributes (``+{kv_lora_rank=64}``) and the model-wide defaults (``model.mla``) ------
 @dataclass(frozen=True)
 class MLAOptions:
     heads: int | None = None
@@ -37,6 +38,16 @@ class MLAOptions:
     qk_nope_head_dim: int | None = None
     qk_rope_head_dim: int | None = None
     v_head_dim: int | None = None
+
+
+@dataclass
+class MLAConfig:
+    n_heads: int | None = None  # None: attention.n_heads
+    q_lora_rank: int | None = None  # None: full-rank queries
+    kv_lora_rank: int = 128
+    qk_nope_head_dim: int = 32
+    qk_rope_head_dim: int = 16
+    v_head_dim: int = 32
 
 
 @dataclass(frozen=True)
@@ -354,6 +365,12 @@ def cost(cfg: Any, opts: MLAOptions | None, seq_len: int) -> LayerCost:
     return dims_cost(resolve(cfg, opts), seq_len)
 
 
+def activations(cfg: Any, opts: MLAOptions | None) -> float:
+    """q, k (heads x (nope + rope)), v (heads x v_dim), output (heads x v_dim), latent kv_lora_rank + rope."""
+    d = resolve(cfg, opts)
+    return 2 * d.n_heads * d.qk_head_dim + 2 * d.n_heads * d.v_head_dim + d.kv_lora_rank + d.qk_rope_head_dim
+
+
 SPEC = register(
     LayerSpec(
         symbol="+",
@@ -361,8 +378,10 @@ SPEC = register(
         role="mixer",
         summary="multi-head latent attention: compressed KV cache with decoupled RoPE (DeepSeek-V2)",
         options=MLAOptions,
+        config=MLAConfig,
         megatron=True,
         build=build,
         cost=cost,
+        activations=activations,
     )
 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -20,10 +20,24 @@ from archsearch.pattern.registry import LayerCost, LayerSpec, register
 ACTIVATIONS = ("gelu", "relu2", "swiglu")
 
 
+# ---- options: the per-layer attributes (``-{activation=swiglu}``) and the model-wide defaults (``model.mlp``) -----
 @dataclass(frozen=True)
 class MLPOptions:
     d_ff: int | None = None
     activation: Literal["gelu", "relu2", "swiglu"] | None = None
+
+
+@dataclass
+class MLPConfig:
+    d_ff: int | None = None  # None: 4 x d_model (SwiGLU: 8/3 x d_model rounded to 64)
+    activation: Literal["gelu", "relu2", "swiglu"] = "gelu"
+
+
+class MLPDims(NamedTuple):
+    """Resolved sizes of one ``-`` layer (a tuple, so ``d_ff, act = resolve(...)`` reads naturally)."""
+
+    d_ff: int
+    activation: str
 
 
 def default_d_ff(d_model: int, activation: str) -> int:
@@ -47,17 +61,17 @@ def check_d_ff(d_ff: Any, key: str, source: str) -> int:
     return d_ff
 
 
-def resolve(cfg: Any, opts: MLPOptions | None, layer_idx: int | None = None) -> tuple[int, str]:
+def resolve(cfg: Any, opts: MLPOptions | None, layer_idx: int | None = None) -> MLPDims:
     """``(d_ff, activation)`` for one ``-`` layer: per-layer options over ``cfg.mlp``, then the defaults."""
     source = f"layer {layer_idx} (-)" if layer_idx is not None else "layer -"
     act = opts.activation if opts is not None and opts.activation is not None else cfg.mlp.activation
     act_key = "-{activation}" if opts is not None and opts.activation is not None else "model.mlp.activation"
     act = check_activation(act, act_key, source)
     if opts is not None and opts.d_ff is not None:
-        return check_d_ff(opts.d_ff, "-{d_ff}", source), act
+        return MLPDims(check_d_ff(opts.d_ff, "-{d_ff}", source), act)
     if cfg.mlp.d_ff is not None:
-        return check_d_ff(cfg.mlp.d_ff, "model.mlp.d_ff", source), act
-    return default_d_ff(cfg.d_model, act), act
+        return MLPDims(check_d_ff(cfg.mlp.d_ff, "model.mlp.d_ff", source), act)
+    return MLPDims(default_d_ff(cfg.d_model, act), act)
 
 
 class MLP(nn.Module):
@@ -126,6 +140,16 @@ def cost(cfg: Any, opts: MLPOptions | None, seq_len: int) -> LayerCost:
     return LayerCost(mlp_params(cfg.d_model, d_ff, act, cfg.bias), mlp_flops(cfg.d_model, d_ff, act))
 
 
+def hidden_activations(d_ff: int, activation: str) -> int:
+    """Elements an MLP of hidden width ``d_ff`` keeps per token: pre- and post-activation (SwiGLU: gate, up, product)."""
+    return (3 if activation == "swiglu" else 2) * d_ff
+
+
+def activations(cfg: Any, opts: MLPOptions | None) -> float:
+    """2 x d_ff (pre- and post-activation); swiglu: 3 x d_ff."""
+    return hidden_activations(*resolve(cfg, opts))
+
+
 SPEC = register(
     LayerSpec(
         symbol="-",
@@ -133,8 +157,10 @@ SPEC = register(
         role="mlp",
         summary="MLP: gelu, relu2 (squared ReLU) or swiglu",
         options=MLPOptions,
+        config=MLPConfig,
         megatron=True,
         build=build,
         cost=cost,
+        activations=activations,
     )
 )

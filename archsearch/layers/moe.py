@@ -15,16 +15,33 @@ import torch
 from torch import nn
 
 from archsearch.errors import ConfigError
-from archsearch.layers.mlp import MLP, check_activation, check_d_ff, default_d_ff, mlp_flops, mlp_params
+from archsearch.layers.mlp import (
+    MLP,
+    check_activation,
+    check_d_ff,
+    default_d_ff,
+    hidden_activations,
+    mlp_flops,
+    mlp_params,
+)
 from archsearch.pattern.registry import LayerCost, LayerSpec, register
 
 
+# ---- options: the per-layer attributes (``E{top_k=1}``) and the model-wide defaults (``model.moe``) --------------
 @dataclass(frozen=True)
 class MoEOptions:
     n_experts: int | None = None
     top_k: int | None = None
     d_ff: int | None = None
     activation: Literal["gelu", "relu2", "swiglu"] | None = None
+
+
+@dataclass
+class MoEConfig:
+    n_experts: int = 8
+    top_k: int = 2
+    d_ff: int | None = None  # per expert; None: the MLP's d_ff
+    aux_loss_coef: float = 0.01  # load-balancing loss weight (Switch/GShard style)
 
 
 @dataclass(frozen=True)
@@ -160,6 +177,12 @@ def cost(cfg: Any, opts: MoEOptions | None, seq_len: int) -> LayerCost:
     return LayerCost(params=d.d_model * d.n_experts + d.n_experts * expert, flops_fwd_per_token=flops)
 
 
+def activations(cfg: Any, opts: MoEOptions | None) -> float:
+    """top_k x (d + 2 x d_ff) (tokens copied to experts) + n_experts router logits (fp32)."""
+    d = resolve(cfg, opts)
+    return d.top_k * (d.d_model + hidden_activations(d.d_ff, d.activation)) + 2 * d.n_experts
+
+
 SPEC = register(
     LayerSpec(
         symbol="E",
@@ -167,8 +190,10 @@ SPEC = register(
         role="mlp",
         summary="mixture of experts: top-k routed MLPs with a load-balancing loss",
         options=MoEOptions,
+        config=MoEConfig,
         megatron=True,
         build=build,
         cost=cost,
+        activations=activations,
     )
 )

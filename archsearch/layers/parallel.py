@@ -9,6 +9,7 @@ The mean is taken after each branch's own norm, whose learned per-channel weight
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from archsearch.errors import BackendError
+from archsearch.layers import attention
 from archsearch.layers.attention import AttentionOptions, CausalSelfAttention, dims_cost, resolve
 from archsearch.layers.mamba2 import Mamba2Options
 from archsearch.layers.norm import make_norm
@@ -116,6 +118,22 @@ def cost(cfg: Any, opts: ParallelOptions | None, seq_len: int) -> LayerCost:
     )
 
 
+def activations(cfg: Any, opts: ParallelOptions | None) -> float:
+    """mamba2 + attention formulas + 2 x d (branch norms)."""
+    m_opts, a_opts = branch_options(opts)
+    return (
+        _mamba_spec("activations").activations(cfg, m_opts)
+        + attention.activations(cfg, a_opts)
+        + 2 * cfg.d_model
+    )
+
+
+def width_step(cfg: Any, opts: ParallelOptions | None) -> int:
+    """What both branches need: the lcm of the Mamba-2 and the attention steps."""
+    m_opts, a_opts = branch_options(opts)
+    return math.lcm(_mamba_spec("width_step").width_step(cfg, m_opts), attention.width_step(cfg, a_opts))
+
+
 SPEC = register(
     LayerSpec(
         symbol="P",
@@ -126,6 +144,8 @@ SPEC = register(
         megatron=False,
         build=build,
         cost=cost,
+        activations=activations,
+        width_step=width_step,
         fused_package="mamba_ssm",
     )
 )

@@ -1,7 +1,10 @@
-"""Model configuration: one small dataclass per component, nested in ``ModelConfig``.
+"""Model configuration: the model-wide fields, plus one nested section per layer type that declares a config.
 
-Per-layer pattern attributes (``*{rope=off,kv_heads=2}``) override the component defaults for that layer only.
-Defaults follow the paper's 8B hybrid where it has an opinion (../shared/reference/paper.md).
+Each section is the ``config`` dataclass a layer file registers (``AttentionConfig`` in ``layers/attention.py``,
+``Mamba2Config`` in ``layers/mamba2.py`` ...), nested under the type's registered name: ``cfg.mamba2.d_state``, YAML
+``model: {mamba2: {d_state: 64}}``. Per-layer pattern attributes (``*{rope=off,kv_heads=2}``) override a section's
+defaults for that layer only. Defaults follow the paper's 8B hybrid where it has an opinion
+(../shared/reference/paper.md).
 """
 
 from __future__ import annotations
@@ -11,64 +14,28 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from archsearch.errors import ConfigError, did_you_mean
+from archsearch.pattern import registry
 
 
-@dataclass
-class AttentionConfig:
-    n_heads: int = 8
-    n_kv_heads: int | None = None  # None: same as n_heads (MHA); fewer is grouped-query attention
-    head_dim: int | None = None  # None: d_model // n_heads
-    rope: bool = True
-    rope_fraction: float = 1.0  # share of each head's dims that rotate (the paper's Transformer: 0.5)
-    rope_base: float = 10000.0
-    window: int | None = None  # sliding-window size in tokens; None is full causal attention
+def _with_layer_sections(cls: type) -> type:
+    """Add a field per registered layer type with a ``config`` (named as the type, in registry order), then make
+    ``cls`` a dataclass."""
+    for spec in registry.all_specs():
+        if spec.config is None:
+            continue
+        if spec.name in cls.__annotations__:
+            raise TypeError(
+                f"layer type {spec.name!r}: its config section would hide ModelConfig.{spec.name}"
+            )
+        cls.__annotations__[spec.name] = spec.config
+        setattr(cls, spec.name, field(default_factory=spec.config))
+    return dataclass(cls)
 
 
-@dataclass
-class Mamba2Config:
-    d_state: int = 128
-    headdim: int = 64
-    expand: int = 2
-    ngroups: int = 8
-    d_conv: int = 4
-    chunk_size: int = 128
-
-
-@dataclass
-class Mamba1Config:
-    d_state: int = 16
-    expand: int = 2
-    d_conv: int = 4
-    dt_rank: int | None = None  # None: ceil(d_model / 16), as mamba_ssm
-
-
-@dataclass
-class MLPConfig:
-    d_ff: int | None = None  # None: 4 x d_model (SwiGLU: 8/3 x d_model rounded to 64)
-    activation: Literal["gelu", "relu2", "swiglu"] = "gelu"
-
-
-@dataclass
-class MoEConfig:
-    n_experts: int = 8
-    top_k: int = 2
-    d_ff: int | None = None  # per expert; None: the MLP's d_ff
-    aux_loss_coef: float = 0.01  # load-balancing loss weight (Switch/GShard style)
-
-
-@dataclass
-class MLAConfig:
-    n_heads: int | None = None  # None: attention.n_heads
-    q_lora_rank: int | None = None  # None: full-rank queries
-    kv_lora_rank: int = 128
-    qk_nope_head_dim: int = 32
-    qk_rope_head_dim: int = 16
-    v_head_dim: int = 32
-
-
-@dataclass
+@_with_layer_sections
 class ModelConfig:
-    """Everything needed to build a HybridLM besides the pattern."""
+    """Everything needed to build a HybridLM besides the pattern: the fields below, then one section per layer type
+    that registers a ``config`` (``mamba2``, ``mamba1``, ``attention``, ``mla``, ``mlp``, ``moe`` today)."""
 
     d_model: int = 128
     vocab_size: int = 256  # byte-level default
@@ -82,12 +49,6 @@ class ModelConfig:
     max_seq_len: int = 2048
     backend: Literal["auto", "fused", "reference"] = "auto"
     mtp_loss_scaling_factor: float = 0.1  # weight of the mean MTP-depth loss, as Megatron's default
-    attention: AttentionConfig = field(default_factory=AttentionConfig)
-    mamba2: Mamba2Config = field(default_factory=Mamba2Config)
-    mamba1: Mamba1Config = field(default_factory=Mamba1Config)
-    mlp: MLPConfig = field(default_factory=MLPConfig)
-    moe: MoEConfig = field(default_factory=MoEConfig)
-    mla: MLAConfig = field(default_factory=MLAConfig)
 
     @property
     def padded_vocab_size(self) -> int:
@@ -115,7 +76,7 @@ class ModelConfig:
             if parts[-1] not in node:
                 raise ConfigError(f"unknown model option {key!r}", hint=did_you_mean(parts[-1], node))
             node[parts[-1]] = value
-        return ModelConfig.from_dict(data)
+        return type(self).from_dict(data)
 
 
 def _from_dict(cls: type, data: dict[str, Any], source: str, prefix: str) -> Any:

@@ -11,13 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from archsearch.errors import ConfigError, did_you_mean
-from archsearch.model.config import (
-    AttentionConfig,
-    Mamba1Config,
-    Mamba2Config,
-    MLPConfig,
-    ModelConfig,
-)
+from archsearch.layers.attention import AttentionConfig
+from archsearch.layers.mamba1 import Mamba1Config
+from archsearch.layers.mamba2 import Mamba2Config
+from archsearch.layers.mlp import MLPConfig
+from archsearch.model.config import ModelConfig
 
 # The paper's 8B hybrid: Megatron's allocator at 56 layers, 8% attention, 50% MLP (paper.md).
 PAPER_HYBRID_PATTERN = "M-M-M--M-M*-M-M-M-M--M*-M-M-M-M-M*--M-M-M-M-M*-M--M-M-M-"

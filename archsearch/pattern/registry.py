@@ -1,8 +1,11 @@
-"""The layer-type registry: the one list of layer symbols that the parser, the model builder, the cost model and
-``archsearch layers`` all read.
+"""The layer-type registry: the one list of layer types that the parser, the model config, the model builder, the
+cost model, the memory plan, iso-parameter sizing, the exporters and ``archsearch layers`` all read.
 
-A layer type is one file in ``archsearch/layers/`` that defines its module, its per-layer options dataclass (the
-attribute keys the grammar accepts, e.g. ``*{rope=off}``), its cost formulas, and calls :func:`register`.
+A layer type is one file in ``archsearch/layers/`` that defines, in one place, its per-layer options dataclass (the
+attribute keys the grammar accepts, e.g. ``*{rope=off}``), its model-level config dataclass (nested in ``ModelConfig``
+under the type's name), its resolved dimensions, its cost, activation-memory and width formulas, its module and its
+build function, and calls :func:`register` with them; ``archsearch/layers/__init__.py`` imports it (which fixes the
+registry order). docs/layers.md walks through adding one.
 """
 
 from __future__ import annotations
@@ -57,9 +60,17 @@ class LayerSpec:
         summary: one line for ``archsearch layers``.
         options: dataclass type of per-layer attributes; every field defaults to None meaning "from the model
             config". Field annotations give the accepted type (bool, int, float, str or a Literal of strings).
+        config: dataclass type of the model-wide defaults of this type, nested in ``ModelConfig`` under ``name``
+            (``cfg.mamba2.d_state``, YAML ``model: {mamba2: {d_state: 64}}``); None when the type has no section
+            of its own (it reads other types' sections, e.g. the parallel block).
         megatron: True when Megatron-LM's hybrid pattern uses this symbol with this meaning.
         build: factory ``(cfg, opts, layer_idx) -> nn.Module``; None when the type cannot be built yet.
         cost: ``(cfg, opts, seq_len) -> LayerCost``; None when no cost formula exists yet.
+        activations: ``(cfg, opts) -> elements per token`` that one layer keeps for backward under the fused
+            kernels (its pre-norm excluded); its docstring's first line states the formula (the memory plan lists
+            it). None: the memory plan's rough guess of 10 x d_model.
+        width_step: ``(cfg, opts) -> int``, the granularity of d_model this layer needs to stay valid (e.g. a
+            multiple of the head count), read by iso-parameter sizing; None when any width works.
         fused_package: the import name of the package providing fused GPU kernels (e.g. ``mamba_ssm``), if any.
         unavailable: why ``build`` is None (shown by ``archsearch layers`` and in build errors).
     """
@@ -69,9 +80,12 @@ class LayerSpec:
     role: Role
     summary: str
     options: type | None = None
+    config: type | None = None
     megatron: bool = False
     build: Callable[[ModelConfig, Any, int], nn.Module] | None = None
     cost: Callable[[ModelConfig, Any, int], LayerCost] | None = None
+    activations: Callable[[ModelConfig, Any], float] | None = None
+    width_step: Callable[[ModelConfig, Any], int] | None = None
     fused_package: str | None = None
     unavailable: str | None = None
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from archsearch.cost import count_params
+from archsearch.cost.sizing import fit_to_budget, width_step
 from archsearch.errors import ConfigError
 from archsearch.model.build import build_model
 from archsearch.model.presets import get_preset
-from archsearch.cost.sizing import fit_to_budget, width_step
 from archsearch.pattern import parse
 
 BUDGET = 20_000_000

@@ -3,7 +3,11 @@ from __future__ import annotations
 import pytest
 
 from archsearch.export import NotExpressibleError, check_mamba_ssm, mamba_ssm_config
-from archsearch.model.config import AttentionConfig, Mamba1Config, Mamba2Config, MLPConfig, ModelConfig
+from archsearch.layers.attention import AttentionConfig
+from archsearch.layers.mamba1 import Mamba1Config
+from archsearch.layers.mamba2 import Mamba2Config
+from archsearch.layers.mlp import MLPConfig
+from archsearch.model.config import ModelConfig
 
 MAMBA_CONFIG_FIELDS = {
     "d_model",

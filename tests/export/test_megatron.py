@@ -7,7 +7,11 @@ import pytest
 
 from archsearch.errors import ConfigError
 from archsearch.export import NotExpressibleError, megatron_args, megatron_script
-from archsearch.model.config import AttentionConfig, Mamba2Config, MLPConfig, ModelConfig, MoEConfig
+from archsearch.layers.attention import AttentionConfig
+from archsearch.layers.mamba2 import Mamba2Config
+from archsearch.layers.mlp import MLPConfig
+from archsearch.layers.moe import MoEConfig
+from archsearch.model.config import ModelConfig
 
 PAPER_8B = "M-M-M--M-M*-M-M-M-M--M*-M-M-M-M-M*--M-M-M-M-M*-M--M-M-M-"
 

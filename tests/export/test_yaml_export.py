@@ -4,7 +4,8 @@ import pytest
 import yaml
 
 from archsearch.export import train_config_dict, yaml_text
-from archsearch.model.config import AttentionConfig, ModelConfig
+from archsearch.layers.attention import AttentionConfig
+from archsearch.model.config import ModelConfig
 
 
 def test_yaml_holds_the_canonical_pattern_and_the_full_model():
