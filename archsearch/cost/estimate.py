@@ -12,6 +12,7 @@ from typing import Any
 
 from archsearch.cost.cards import Card, get_card
 from archsearch.errors import ConfigError, PatternError
+from archsearch.layers.norm import norm_params
 from archsearch.model.config import ModelConfig
 from archsearch.pattern import parse
 from archsearch.pattern.pattern import Layer, Pattern, layer_positions
@@ -208,13 +209,14 @@ def estimate(
     embedding = vocab * d
     head = 0 if cfg.tie_embeddings else vocab * d
     head_flops = 2.0 * d * vocab
-    norms = (n_layers + 1) * d
+    norm = norm_params(cfg.norm, d)
+    norms = (n_layers + 1) * norm
 
     # MTP depth (Megatron/DeepSeek-V3): norms of the hidden state and of the next token's embedding, a 2d -> d
     # projection, the depth's layers with their pre-norms, a final norm; embedding and head shared with the main model.
     mtp_params, mtp_flops = 0, 0.0
     for depth in pattern.mtp:
-        mtp_params += 2 * d * d + (3 + len(depth)) * d
+        mtp_params += 2 * d * d + (3 + len(depth)) * norm
         mtp_flops += 2.0 * 2 * d * d + head_flops
         for layer in depth:
             c = _layer_cost(layer, cfg, seq_len, cache, pattern, 0)
@@ -235,7 +237,7 @@ def estimate(
         params_total=total,
         params_embedding=embedding,
         params_head=head,
-        params_norms=norms + (len(pattern.mtp) * 3 * d + sum(len(x) for x in pattern.mtp) * d),
+        params_norms=norms + sum(3 + len(depth) for depth in pattern.mtp) * norm,
         params_mtp=mtp_params,
         params_non_embedding=total - embedding,
         by_layer=list(by_symbol.values()),

@@ -16,14 +16,23 @@ FUSED_NORM_MODULE = "mamba_ssm.ops.triton.layer_norm"
 
 
 def make_norm(kind: str, dim: int, eps: float = 1e-5) -> nn.Module:
-    """RMSNorm (the paper's hybrid and Mamba-2) or bias-free LayerNorm (the paper's Transformer)."""
+    """RMSNorm (the paper's hybrid and Mamba-2) or LayerNorm with its bias (the paper's Transformer).
+
+    The LayerNorm keeps its bias whatever ``cfg.bias`` says, as Megatron-LM's does: ``--disable-bias-linear`` (what
+    ``bias: false`` exports to) removes the linear layers' biases only.
+    """
     if kind == "rmsnorm":
         return nn.RMSNorm(dim, eps=eps)
     if kind == "layernorm":
-        return nn.LayerNorm(dim, eps=eps, bias=False)
+        return nn.LayerNorm(dim, eps=eps)
     from archsearch.errors import ConfigError
 
     raise ConfigError(f"norm must be 'rmsnorm' or 'layernorm', found {kind!r}", key="model.norm")
+
+
+def norm_params(kind: str, dim: int) -> int:
+    """Parameters of one :func:`make_norm` norm: its weight, plus LayerNorm's bias."""
+    return 2 * dim if kind == "layernorm" else dim
 
 
 def fused_add_norm_available() -> bool:
@@ -44,7 +53,7 @@ def add_norm(
     Args:
         x: the previous layer's output (the embedding for the first layer).
         residual: the residual stream so far, or None before the first layer.
-        norm: an ``nn.RMSNorm`` or a bias-free ``nn.LayerNorm`` from :func:`make_norm`.
+        norm: an ``nn.RMSNorm`` or an ``nn.LayerNorm`` from :func:`make_norm`.
         residual_in_fp32: start the residual stream in fp32 (it keeps its dtype from then on).
         fused: one Triton kernel (CUDA tensors, :func:`fused_add_norm_available`); the caller checks both.
 
@@ -58,7 +67,7 @@ def add_norm(
         return layer_norm_fn(
             x,
             norm.weight,
-            None,
+            getattr(norm, "bias", None),  # LayerNorm's; RMSNorm has none
             residual=residual,
             eps=norm.eps,
             prenorm=True,

@@ -20,7 +20,7 @@ from archsearch.errors import BackendError
 from archsearch.layers import attention
 from archsearch.layers.attention import AttentionOptions, CausalSelfAttention, dims_cost, resolve
 from archsearch.layers.mamba2 import Mamba2Options
-from archsearch.layers.norm import make_norm
+from archsearch.layers.norm import make_norm, norm_params
 from archsearch.pattern import registry
 from archsearch.pattern.registry import LayerCost, LayerSpec, register
 
@@ -109,7 +109,7 @@ def cost(cfg: Any, opts: ParallelOptions | None, seq_len: int) -> LayerCost:
     ssm = _mamba_spec("cost").cost(cfg, m_opts, seq_len)
     att = dims_cost(resolve(cfg, a_opts, symbol="P"), seq_len)
     d = cfg.d_model
-    own = 2 * d + d * d + (d if cfg.bias else 0)
+    own = 2 * norm_params(cfg.norm, d) + d * d + (d if cfg.bias else 0)
     return LayerCost(
         params=ssm.params + att.params + own,
         flops_fwd_per_token=ssm.flops_fwd_per_token + att.flops_fwd_per_token + 2.0 * d * d,

@@ -45,6 +45,33 @@ def test_params_exact_for_every_buildable_type(symbol, tie):
     )
 
 
+@pytest.mark.parametrize("symbol", buildable())
+def test_params_exact_with_layernorm_biases(symbol):
+    """LayerNorm keeps its bias (Megatron's does under --disable-bias-linear): two vectors per norm, pre-norms,
+    final norm, the parallel block's branch norms and the MTP norms alike."""
+    cfg = toy(norm="layernorm", bias=False)
+    pattern = f"{symbol}-{symbol}/{symbol}" if symbol != "-" else "--/-"
+    model = build_model(pattern, cfg, device="meta")
+    assert count_params(pattern, cfg) == model.num_params()
+    norms = [
+        m for m in model.modules() if isinstance(m, nn.LayerNorm) and m.normalized_shape == (cfg.d_model,)
+    ]
+    assert norms and all(m.bias is not None for m in norms)
+
+
+def test_paper_transformer_count_is_megatrons():
+    """paper-8b-transformer counted by hand as Megatron-LM builds it: untied 256000 x 4096 embedding and head,
+    32 x (fused QKV + output projection + squared-ReLU MLP of 16384, no linear biases), and 65 LayerNorms (64
+    pre-norms and the final norm) of weight and bias: 8,540,135,424 (266,240 = 65 x 4096 more than bias-free norms)."""
+    cfg, pattern = get_preset("paper-8b-transformer")
+    d, ff, vocab = 4096, 16384, 256000
+    per_layer_pair = (3 * d * d + d * d) + (2 * d * ff)  # '*' then '-'
+    expected = 2 * vocab * d + 32 * per_layer_pair + 65 * 2 * d
+    assert expected == 8_540_135_424
+    assert count_params(pattern, cfg) == expected
+    assert build_model(pattern, cfg, device="meta").num_params() == expected
+
+
 def test_params_exact_with_per_layer_attributes():
     cfg = toy()
     pattern = "M{d_state=8}-{d_ff=96}*{kv_heads=2}-{activation=swiglu}M"
