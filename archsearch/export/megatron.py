@@ -1,9 +1,12 @@
 """Megatron-LM arguments that build the same model (the flags of NVIDIA/Megatron-LM's ``examples/mamba/train.sh``).
 
-Two argument styles: ``mamba`` (the paper's release: ``--hybrid-override-pattern`` with
-``megatron.core.models.mamba.mamba_layer_specs mamba_stack_spec``; no ``|`` or ``/`` in the pattern) and ``hybrid``
-(current Megatron-LM: ``--hybrid-layer-pattern`` with ``megatron.core.models.hybrid.hybrid_layer_specs
-hybrid_stack_spec``, which also takes pipeline bounds ``|`` and MTP stacks ``/``). Data, tokenizer, optimizer and
+Two argument styles. ``mamba`` targets the paper's release and Megatron-LM up to core_v0.17: ``pretrain_mamba.py``
+with ``--hybrid-override-pattern`` and ``megatron.core.models.mamba.mamba_layer_specs mamba_stack_spec``, no ``|``
+or ``/`` in the pattern, and ``--num-layers`` (up to core_v0.16 Megatron checks the pattern's length against it).
+``hybrid`` targets current Megatron-LM (core_v0.18 on, and main): ``pretrain_hybrid.py`` (``pretrain_mamba.py`` is
+its deprecated wrapper there) with ``--hybrid-layer-pattern`` and ``megatron.core.models.hybrid.hybrid_layer_specs
+hybrid_stack_spec``, which also takes pipeline bounds ``|`` and MTP stacks ``/`` and derives the layer count from the
+pattern (a ``--num-layers`` beside it is ignored with a warning, so none is passed). Data, tokenizer, optimizer and
 parallelism flags are the user's; only the architecture is exported. MoE and MLA flags follow Megatron's argument
 names but were not checked against a Megatron run.
 """
@@ -17,7 +20,7 @@ from archsearch.errors import ConfigError, did_you_mean
 from archsearch.export._common import NotExpressibleError, attributed_layers
 from archsearch.model.config import ModelConfig
 from archsearch.pattern import parse
-from archsearch.pattern.pattern import Pattern, all_layers
+from archsearch.pattern.pattern import MLA_LIKE, Pattern, all_layers, mixed_attention_stacks
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,8 @@ class MegatronStyle:
     spec: tuple[str, str]
     extra: tuple[str, ...]
     structure: bool  # accepts "|" and "/" in the pattern
+    script: str  # the training entry point of the Megatron-LM versions this style targets
+    num_layers: bool  # pass --num-layers beside the pattern (versions that do not derive it from the pattern)
 
 
 STYLES = {
@@ -34,16 +39,23 @@ STYLES = {
         ("megatron.core.models.mamba.mamba_layer_specs", "mamba_stack_spec"),
         ("--use-mcore-models",),
         structure=False,
+        script="pretrain_mamba.py",
+        num_layers=True,
     ),
     "hybrid": MegatronStyle(
         "--hybrid-layer-pattern",
         ("megatron.core.models.hybrid.hybrid_layer_specs", "hybrid_stack_spec"),
         (),
         structure=True,
+        script="pretrain_hybrid.py",
+        num_layers=False,
     ),
 }
 _ACTIVATION_FLAGS = {"gelu": [], "relu2": ["--squared-relu"], "swiglu": ["--swiglu"]}
 _MEGATRON_CONV = 4  # Megatron's Mamba mixer is built with a width-4 causal conv; no flag changes it
+# The layer types whose settings megatron_args turns into Megatron flags; any other type Megatron has is reported.
+_MAPPED = frozenset({"mamba2", "attention", "mla", "mlp", "moe"})
+_MLA_NAMES = {"+": "MLA", "D": "DeepSeek sparse attention"}
 
 
 def _style(style: str) -> MegatronStyle:
@@ -77,12 +89,19 @@ def check_megatron(pattern: Pattern | str, cfg: ModelConfig, style: str = "mamba
             + (" ..." if len(attributed) > 6 else "")
         )
     syms = {l.symbol for l in layers}
-    if "*" in syms and syms & {"+", "D"}:
-        other = " and ".join(
-            f"{n} {s!r}" for s, n in (("+", "MLA"), ("D", "DeepSeek sparse attention")) if s in syms
+    mixed = mixed_attention_stacks(p)
+    for stack, mla_like in mixed.items():
+        other = " and ".join(f"{_MLA_NAMES[s]} {s!r}" for s in sorted(mla_like))
+        problems.append(
+            f"self-attention '*' mixed with {other} in the {stack} stack (Megatron refuses the mix)"
         )
-        problems.append(f"self-attention '*' mixed with {other} in one model (Megatron refuses the mix)")
-    unmapped = sorted(syms & {"G", "D"})
+    if not mixed and "*" in syms and syms & MLA_LIKE:
+        problems.append(
+            "self-attention '*' and MLA-like layers in different stacks: Megatron accepts the pattern but builds "
+            "both from one set of attention flags (--multi-latent-attention, which excludes grouped-query "
+            "attention); archsearch does not map that mix yet"
+        )
+    unmapped = sorted({l.symbol for l in layers if l.spec.megatron and l.spec.name not in _MAPPED})
     if unmapped:
         problems.append(
             "layer types whose settings archsearch does not map to Megatron flags yet: "
@@ -140,7 +159,10 @@ def megatron_args(
     syms = {l.symbol for l in all_layers(p)}
     seq = int(seq_len or cfg.max_seq_len)
     text = str(p) if st.structure else p.symbols
-    args = [st.pattern_flag, text, "--num-layers", str(len(p.layers)), "--hidden-size", str(cfg.d_model)]
+    args = [st.pattern_flag, text]
+    if st.num_layers:
+        args += ["--num-layers", str(len(p.layers))]
+    args += ["--hidden-size", str(cfg.d_model)]
 
     d_ff, act = mlp.resolve(cfg, None)
     args += ["--ffn-hidden-size", str(d_ff)]
@@ -235,7 +257,7 @@ def megatron_script(
     lines += [
         ")",
         "",
-        'torchrun --nproc_per_node "${NPROC_PER_NODE:-8}" pretrain_mamba.py "${ARCH_ARGS[@]}" "$@"',
+        f'torchrun --nproc_per_node "${{NPROC_PER_NODE:-8}}" {_style(style).script} "${{ARCH_ARGS[@]}}" "$@"',
         "",
     ]
     return "\n".join(lines)

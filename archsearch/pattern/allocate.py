@@ -22,7 +22,20 @@ from archsearch.pattern.spreads import spread as spread_rule
 
 SPREADS = ("megatron", "even", "front", "back", "middle", "sandwich", "positions", "random")
 MLP_SPREADS = ("megatron", "pair")
-_EPS = 1e-9  # ratios summing to 1 + float noise (0.1 + 0.2 + 0.7) are accepted
+# Ratios summing to 1 + float noise (0.1 + 0.2 + 0.7 = 1.0000000000000002) are accepted. Megatron-LM's allocator
+# (pattern_from_ratios: attention + mlp <= 1.0) has no tolerance, but it also adds only two ratios.
+_EPS = 1e-9
+
+
+def _num(x: float) -> str:
+    """``x`` in 6 significant digits when that is exact, else in as many as it takes (``0.3000001``)."""
+    short = f"{x:g}"
+    return short if float(short) == x else repr(float(x))
+
+
+def _above_one(total: float) -> str:
+    """A sum above 1 in the fewest digits (at least 6) that still read above 1: ``1.0000001``, not ``1``."""
+    return next((f"{total:.{p}g}" for p in range(6, 18) if float(f"{total:.{p}g}") > 1), repr(total))
 
 
 @dataclass(frozen=True)
@@ -187,12 +200,12 @@ def allocate(
 
     total = sum(mixers.values()) + mlp_frac
     if total > 1.0 + _EPS:
-        parts = " + ".join(f"{registry.get(s).name} {r:g}" for s, r in mixers.items())
-        parts = f"{parts} + mlp {mlp_frac:g}" if parts else f"mlp {mlp_frac:g}"
-        raise PatternError(f"ratios sum to {total:g} > 1 ({parts})")
+        parts = " + ".join(f"{registry.get(s).name} {_num(r)}" for s, r in mixers.items())
+        parts = f"{parts} + mlp {_num(mlp_frac)}" if parts else f"mlp {_num(mlp_frac)}"
+        raise PatternError(f"ratios sum to {_above_one(total)} > 1 ({parts})")
     if sum(replacers.values()) > mlp_frac + _EPS:
-        names = " + ".join(f"{registry.get(s).name} {r:g}" for s, r in replacers.items())
-        raise PatternError(f"{names} must fit within the mlp ratio {mlp_frac:g}: they replace MLPs")
+        names = " + ".join(f"{registry.get(s).name} {_num(r)}" for s, r in replacers.items())
+        raise PatternError(f"{names} must fit within the mlp ratio {_num(mlp_frac)}: they replace MLPs")
 
     # counts
     counts = {s: (len(pos_by_symbol[s]) if s in pos_by_symbol else round(n * r)) for s, r in mixers.items()}

@@ -197,7 +197,8 @@ class _Parser:
         return inner * count
 
     def fusion(self) -> list[Any]:
-        """Megatron-LM's ``[*-]`` fusion hint: accepted for compatibility, the layers are kept, the hint dropped."""
+        """The ``[*-]`` fusion hint of an unmerged Megatron-LM pull request (#4463; no release accepts it): parsed
+        with that request's rules, the layers kept, the hint dropped."""
         open_pos = self.i
         self.i += 1
         inner = self.sequence("fusion")

@@ -74,12 +74,11 @@ class Pattern:
 
     @property
     def is_megatron(self) -> bool:
-        """True when Megatron-LM can express this pattern: only its symbols, no attributes, no ``*`` with ``+``/``D``."""
-        layers = all_layers(self)
-        if any(l.attrs or not l.spec.megatron for l in layers):
+        """True when Megatron-LM can express this pattern: only its symbols, no attributes, and no stack holding
+        ``*`` with ``+`` or ``D`` (see :func:`mixed_attention_stacks`)."""
+        if any(l.attrs or not l.spec.megatron for l in all_layers(self)):
             return False
-        syms = {l.symbol for l in layers}
-        return not ("*" in syms and ("+" in syms or "D" in syms))
+        return not mixed_attention_stacks(self)
 
     # ---- counts -----------------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -131,6 +130,29 @@ class Pattern:
             "mtp_depths": len(self.mtp),
             "mtp_stack": "".join(str(l) for l in self.mtp[0]) if self.mtp else None,
         }
+
+
+# ---- Megatron-LM's rule on attention kinds --------------------------------------------------------------------
+MLA_LIKE = frozenset("+D")  # the symbols Megatron-LM refuses beside self-attention '*' in one stack
+
+
+def mixed_attention_stacks(pattern: Pattern) -> dict[str, set[str]]:
+    """The stacks (``"main"``, ``"MTP"``) that hold self-attention ``*`` beside MLA ``+`` or sparse attention ``D``,
+    each with the MLA-like symbols it holds.
+
+    Megatron-LM refuses that mix within a stack and checks the main stack and the MTP stack separately
+    (``hybrid_layer_allocation._validate_pattern`` on each), so ``*M/+M`` is a valid Megatron pattern.
+    """
+    stacks = {
+        "main": pattern.layers,
+        "MTP": pattern.mtp[0] if pattern.mtp else (),
+    }  # the MTP depths are identical
+    out = {}
+    for name, layers in stacks.items():
+        syms = {l.symbol for l in layers}
+        if "*" in syms and syms & MLA_LIKE:
+            out[name] = syms & MLA_LIKE
+    return out
 
 
 # ---- layers and where they sit in the canonical text ----------------------------------------------------------

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from archsearch.errors import ConfigError
-from archsearch.export import NotExpressibleError, megatron_args, megatron_script
+from archsearch.export import NotExpressibleError, check_megatron, megatron_args, megatron_script
 from archsearch.layers.attention import AttentionConfig
 from archsearch.layers.mamba2 import Mamba2Config
 from archsearch.layers.mlp import MLPConfig
@@ -147,7 +147,8 @@ def test_mla_only_stack():
 def test_hybrid_style_keeps_stage_bounds_and_mtp():
     cfg = ModelConfig(d_model=256)
     f = _flags(megatron_args("M-M-|M-M*-/MM/MM", cfg, style="hybrid"))
-    assert f["--hybrid-layer-pattern"] == ["M-M-|M-M*-/MM/MM"] and f["--num-layers"] == ["9"]
+    assert f["--hybrid-layer-pattern"] == ["M-M-|M-M*-/MM/MM"]
+    assert "--num-layers" not in f  # current Megatron derives it from the pattern and warns about a given one
     assert f["--spec"] == ["megatron.core.models.hybrid.hybrid_layer_specs", "hybrid_stack_spec"]
     with pytest.raises(
         NotExpressibleError, match=r"pipeline bounds '\|' and MTP stacks '/' need .*--megatron-style hybrid"
@@ -188,3 +189,37 @@ def test_shlex_round_trip_of_script_lines():
     text = megatron_script("M*M-", small())
     body = text[text.index("ARCH_ARGS=(") + len("ARCH_ARGS=(") : text.index("\n)\n")]
     assert shlex.split(body) == megatron_args("M*M-", small())
+
+
+def test_each_style_launches_its_megatron_entry_point(tmp_path):
+    """The paper's release runs pretrain_mamba.py and checks --num-layers against the pattern; current Megatron-LM
+    runs pretrain_hybrid.py (pretrain_mamba.py is a deprecated wrapper there) and takes the count from the pattern."""
+    cfg = ModelConfig(d_model=256, attention=AttentionConfig(n_heads=4))
+    for style, script, num_layers in (
+        ("mamba", "pretrain_mamba.py", True),
+        ("hybrid", "pretrain_hybrid.py", False),
+    ):
+        text = megatron_script("M-M-*-", cfg, style=style)
+        path = tmp_path / f"{style}.sh"
+        path.write_text(text.replace("torchrun", "printf '%s\\n'"))
+        tokens = subprocess.run(
+            ["bash", str(path)], capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert tokens[2] == script and tokens[3:] == megatron_args("M-M-*-", cfg, style=style)
+        assert ("--num-layers" in tokens) == num_layers
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("M*M+", "self-attention '*' mixed with MLA '+' in the main stack (Megatron refuses the mix)"),
+        ("MM/M*D", "self-attention '*' mixed with DeepSeek sparse attention 'D' in the MTP stack"),
+        (
+            "M*M/+M",
+            "self-attention '*' and MLA-like layers in different stacks: Megatron accepts the pattern",
+        ),
+    ],
+)
+def test_attention_beside_mla_is_judged_per_stack_as_megatron_does(pattern, expected):
+    problems = [p for p in check_megatron(pattern, small(), style="hybrid") if "self-attention" in p]
+    assert len(problems) == 1 and problems[0].startswith(expected), problems

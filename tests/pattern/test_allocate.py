@@ -193,6 +193,16 @@ def test_other_base_mixer():
         ({"mlp": 1.2}, r"mlp ratio must be in \[0, 1\]"),
         ({"ratios": {"*": 0.6}, "mlp": 0.5}, r"ratios sum to 1.1 > 1 \(attention 0.6 \+ mlp 0.5\)"),
         ({"ratios": {"*": 0.3, "+": 0.3, "m": 0.5}}, r"ratios sum to 1.1 > 1"),
+        # an excess above the 1e-9 float tolerance prints with the digits that show it (not "sum to 1 > 1")
+        (
+            {"ratios": {"*": 0.3000001}, "mlp": 0.7},
+            r"ratios sum to 1\.0000001 > 1 \(attention 0\.3000001 \+ mlp 0\.7\)",
+        ),
+        (
+            {"ratios": {"*": 0.5}, "mlp": 0.5000001},
+            r"ratios sum to 1\.0000001 > 1 \(attention 0\.5 \+ mlp 0\.5000001\)",
+        ),
+        ({"ratios": {"E": 0.2000001}, "mlp": 0.2}, r"moe 0\.2000001 must fit within the mlp ratio 0\.2"),
         ({"ratios": {"atention": 0.1}}, r"unknown layer type 'atention'.*did you mean 'attention'"),
         ({"ratios": {"M": 0.1}}, r"is the base mixer"),
         ({"ratios": {"-": 0.1}}, r"give the MLP share as mlp="),
