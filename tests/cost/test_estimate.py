@@ -72,6 +72,36 @@ def test_paper_transformer_count_is_megatrons():
     assert build_model(pattern, cfg, device="meta").num_params() == expected
 
 
+def test_small_model_counted_by_hand():
+    """d_model 64, tied 256-way vocabulary, Mamba-2 (state 16, head dim 16, one group, expand 2), attention with 4
+    heads and 2 KV heads of 16, GeLU MLP of 128, RMSNorm."""
+    cfg = toy(
+        **{
+            "attention.n_heads": 4,
+            "attention.n_kv_heads": 2,
+            "mlp.d_ff": 128,
+            "mamba2.d_state": 16,
+            "mamba2.headdim": 16,
+            "mamba2.ngroups": 1,
+        }
+    )
+    # Mamba-2: d_ssm 128, 8 heads; in_proj to z, x (128 each), B, C (16 each), dt (8) = 296; a depthwise conv over
+    # x, B, C (160 channels, width 4, bias); dt_bias, A_log, D per head; the gated norm over 128; out_proj
+    mamba2 = 64 * 296 + 160 * (4 + 1) + 3 * 8 + 128 + 128 * 64
+    attention = 64 * (64 + 2 * 32) + 64 * 64  # fused q | k | v, then the output projection
+    mlp = 64 * 128 + 128 * 64
+    report = estimate("M*-", cfg)
+    assert {t.name: t.params for t in report.by_layer} == {"mamba2": 28088, "attention": 12288, "mlp": 16384}
+    assert (mamba2, attention, mlp) == (28088, 12288, 16384)
+    assert report.params_embedding == 256 * 64 and report.params_head == 0  # tied
+    assert report.params_norms == 4 * 64  # three pre-norms and the final norm
+    assert report.params_total == 256 * 64 + 4 * 64 + mamba2 + attention + mlp == 73400
+    assert build_model("M*-", cfg).num_params() == 73400
+    # decode: attention keeps K and V of 2 heads x 16 per token; Mamba-2 its conv window and its 8 x 16 x 16 state
+    assert report.kv_bytes_per_token == 2 * 2 * 16 * 2
+    assert report.state_bytes_per_sequence == (160 * 4 + 8 * 16 * 16) * 2
+
+
 def test_params_exact_with_per_layer_attributes():
     cfg = toy()
     pattern = "M{d_state=8}-{d_ff=96}*{kv_heads=2}-{activation=swiglu}M"

@@ -70,6 +70,15 @@ def test_width_step_respects_heads_and_mamba_groups():
     build_model("M-*-", sized, device="meta")  # valid for every layer
 
 
+def test_width_step_reads_each_layer_types_registered_step():
+    cfg, _ = get_preset("350m")  # 8 heads, RoPE on; Mamba-2 headdim 64 x 8 groups, expand 2
+    assert width_step(parse("P-"), cfg, 8) == 256  # both branches: lcm(2 x 8 heads, 64 x 8 / 2)
+    assert width_step(parse("P{headdim=32}-"), cfg, 8) == 128  # the branch's own head dim: 32 x 8 / 2
+    assert width_step(parse("*{head_dim=48}-"), cfg, 8) == 8  # a fixed head_dim: any width splits into heads
+    assert width_step(parse("+G-E"), cfg, 8) == 8  # MLA, gated DeltaNet and MoE take any width
+    assert width_step(parse("M{expand=3}"), cfg, 8) == 512  # 64 x 8 / gcd(512, 3)
+
+
 def test_errors(cfg):
     with pytest.raises(ConfigError, match="no layer whose size follows mlp.d_ff"):
         fit_to_budget("MM*", cfg, 1_000_000, solve="d_ff")
