@@ -8,6 +8,7 @@ from archsearch.layers.mamba1 import Mamba1Config
 from archsearch.layers.mamba2 import Mamba2Config
 from archsearch.layers.mlp import MLPConfig
 from archsearch.model.config import ModelConfig
+from archsearch.model.presets import get_preset
 
 MAMBA_CONFIG_FIELDS = {
     "d_model",
@@ -109,8 +110,7 @@ def test_what_mamba_ssm_cannot_express(pattern, cfg, match):
 
 
 def test_paper_hybrid_problems_are_all_named():
-    presets = pytest.importorskip("archsearch.model.presets")
-    cfg, pattern = presets.get_preset("paper-8b-hybrid")
+    cfg, pattern = get_preset("paper-8b-hybrid")
     problems = check_mamba_ssm(pattern, cfg)
     assert len(problems) == 2
     assert "layer 6 breaks that" in problems[0] and "GeLU" not in problems[0]

@@ -12,6 +12,7 @@ from archsearch.layers.mamba2 import Mamba2Config
 from archsearch.layers.mlp import MLPConfig
 from archsearch.layers.moe import MoEConfig
 from archsearch.model.config import ModelConfig
+from archsearch.model.presets import get_preset
 
 PAPER_8B = "M-M-M--M-M*-M-M-M-M--M*-M-M-M-M-M*--M-M-M-M-M*-M--M-M-M-"
 
@@ -34,8 +35,7 @@ def _flags(args: list[str]) -> dict[str, list[str]]:
 
 
 def test_paper_8b_hybrid_exports_the_release_arguments():
-    presets = pytest.importorskip("archsearch.model.presets")
-    cfg, pattern = presets.get_preset("paper-8b-hybrid")
+    cfg, pattern = get_preset("paper-8b-hybrid")
     assert pattern == PAPER_8B
     f = _flags(megatron_args(pattern, cfg))
     assert f["--hybrid-override-pattern"] == [PAPER_8B]

@@ -8,6 +8,8 @@ import yaml
 
 from archsearch.errors import ConfigError, StudyError
 from archsearch.export import load_source, read_run_config
+from archsearch.search.space import load_space
+from archsearch.search.suggest import plan_trial
 from tests.viz.synthetic_study import make_grid_study, write_run_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -57,7 +59,6 @@ def test_a_plain_run_directory(tmp_path: Path):
 
 
 def test_partial_model_overrides_sit_on_the_preset(tmp_path: Path):
-    pytest.importorskip("archsearch.model.presets")
     run = tmp_path / "run2"
     run.mkdir()
     (run / "config.yaml").write_text("pattern: M*M-\npreset: toy\nmodel: {attention: {n_heads: 2}}\n")
@@ -70,15 +71,13 @@ def test_partial_model_overrides_sit_on_the_preset(tmp_path: Path):
 
 def test_replan_from_the_space_when_the_run_is_gone(tmp_path: Path):
     """A real sweep space: the trial is re-planned as the sweep planned it and its pattern checked."""
-    space_mod = pytest.importorskip("archsearch.search.space")
-    suggest = pytest.importorskip("archsearch.search.suggest")
     root = Path(__file__).parents[2]
-    space = space_mod.load_space(root / "search_spaces" / "quickstart.yaml", check_build=False)
+    space = load_space(root / "search_spaces" / "quickstart.yaml", check_build=False)
     study = optuna.create_study(study_name="re", storage=f"sqlite:///{tmp_path / 'study.db'}")
     study.set_user_attr("space", space.to_dict())
     study.set_user_attr("objectives", [{"name": "val_loss", "direction": "minimize"}])
     trial = study.ask()
-    plan = suggest.plan_trial(trial, space, placement_seed=space.seed + trial.number)
+    plan = plan_trial(trial, space, placement_seed=space.seed + trial.number)
     trial.set_user_attr("pattern", str(plan.pattern))
     trial.set_user_attr("run_dir", str(tmp_path / "gone"))
     study.tell(trial, 2.0)

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-import pytest
 import yaml
 
 from archsearch.export import train_config_dict, yaml_text
 from archsearch.layers.attention import AttentionConfig
 from archsearch.model.config import ModelConfig
+from archsearch.train.config import TrainConfig
 
 
 def test_yaml_holds_the_canonical_pattern_and_the_full_model():
@@ -37,12 +37,11 @@ def test_run_settings_come_along_without_run_only_keys():
 
 
 def test_loadable_by_archsearch_train(tmp_path):
-    tc = pytest.importorskip("archsearch.train.config")
     cfg = ModelConfig(d_model=64, attention=AttentionConfig(n_heads=4))
     path = tmp_path / "best.yaml"
     path.write_text(
         yaml_text("M-*-", cfg, train={"lr": 0.002, "max_steps": 20, "name": "x", "preset": "toy"})
     )
-    loaded = tc.TrainConfig.from_yaml(path)
+    loaded = TrainConfig.from_yaml(path)
     assert loaded.pattern == "M-*-" and loaded.lr == 0.002 and loaded.max_steps == 20 and loaded.name is None
     assert ModelConfig.from_dict(loaded.model) == cfg
