@@ -20,7 +20,7 @@ from archsearch.layers.rope import RotaryEmbedding
 from archsearch.pattern.registry import LayerCost, LayerSpec, register
 
 
-# ---- options: the per-layer attributes (``*{rope=off}``) and the model-wide defaults (``model.attention``) --------
+# ---- options: attributes (``*{rope=off}``) and defaults (``model.attention``) ------------------------------
 @dataclass(frozen=True)
 class AttentionOptions:
     heads: int | None = None

@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from archsearch.model.config import ModelConfig
 
 
-# ---- options: the per-layer attributes (``m{d_state=8}``) and the model-wide defaults (``model.mamba1``) ---------
+# ---- options: attributes (``m{d_state=8}``) and defaults (``model.mamba1``) --------------------------------
 @dataclass(frozen=True)
 class Mamba1Options:
     d_state: int | None = None
@@ -265,6 +265,7 @@ class Mamba1Mixer(FusedOrReferenceForward, nn.Module):
         return self.out_proj(y).unsqueeze(1)
 
 
+# ---- registry hooks ----------------------------------------------------------------------------------------
 def build(cfg: ModelConfig, opts: Mamba1Options | None, layer_idx: int) -> Mamba1Mixer:
     """The ``m`` layer for position ``layer_idx`` of a model with config ``cfg``."""
     return Mamba1Mixer(Mamba1Dims.from_config(cfg, opts, layer_idx), backend=cfg.backend, layer_idx=layer_idx)

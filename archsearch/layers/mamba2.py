@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from archsearch.model.config import ModelConfig
 
 
-# ---- options: the per-layer attributes (``M{d_state=64}``) and the model-wide defaults (``model.mamba2``) --------
+# ---- options: attributes (``M{d_state=64}``) and defaults (``model.mamba2``) -------------------------------
 @dataclass(frozen=True)
 class Mamba2Options:
     d_state: int | None = None
@@ -322,6 +322,7 @@ class Mamba2Mixer(FusedOrReferenceForward, nn.Module):
         return self.out_proj(y).unsqueeze(1)
 
 
+# ---- registry hooks ----------------------------------------------------------------------------------------
 def build(cfg: ModelConfig, opts: Mamba2Options | None, layer_idx: int) -> Mamba2Mixer:
     """The ``M`` layer for position ``layer_idx`` of a model with config ``cfg``."""
     return Mamba2Mixer(Mamba2Dims.from_config(cfg, opts, layer_idx), backend=cfg.backend, layer_idx=layer_idx)

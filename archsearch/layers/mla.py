@@ -29,7 +29,7 @@ from archsearch.layers.rope import RotaryEmbedding
 from archsearch.pattern.registry import LayerCost, LayerSpec, register
 
 
-# ---- options: the per-layer attributes (``+{kv_lora_rank=64}``) and the model-wide defaults (``model.mla``) ------
+# ---- options: attributes (``+{kv_lora_rank=64}``) and defaults (``model.mla``) -----------------------------
 @dataclass(frozen=True)
 class MLAOptions:
     heads: int | None = None
@@ -355,6 +355,7 @@ def dims_cost(d: MLADims, seq_len: int) -> LayerCost:
     return LayerCost(weights + other, flops, kv_elems_per_token=d.kv_lora_rank + d.qk_rope_head_dim)
 
 
+# ---- registry hooks ----------------------------------------------------------------------------------------
 def build(cfg: Any, opts: MLAOptions | None, layer_idx: int) -> MultiHeadLatentAttention:
     return MultiHeadLatentAttention(resolve(cfg, opts, layer_idx), cfg.max_seq_len, layer_idx)
 

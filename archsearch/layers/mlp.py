@@ -20,7 +20,7 @@ from archsearch.pattern.registry import LayerCost, LayerSpec, register
 ACTIVATIONS = ("gelu", "relu2", "swiglu")
 
 
-# ---- options: the per-layer attributes (``-{activation=swiglu}``) and the model-wide defaults (``model.mlp``) -----
+# ---- options: attributes (``-{activation=swiglu}``) and defaults (``model.mlp``) ---------------------------
 @dataclass(frozen=True)
 class MLPOptions:
     d_ff: int | None = None
@@ -129,6 +129,7 @@ def mlp_flops(d_model: int, d_ff: int, activation: str) -> float:
     return 2.0 * (d_model * width + d_ff * d_model)
 
 
+# ---- registry hooks ----------------------------------------------------------------------------------------
 def build(cfg: Any, opts: MLPOptions | None, layer_idx: int) -> MLP:
     d_ff, act = resolve(cfg, opts, layer_idx)
     return MLP(cfg.d_model, d_ff, act, cfg.bias)

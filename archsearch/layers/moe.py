@@ -27,7 +27,7 @@ from archsearch.layers.mlp import (
 from archsearch.pattern.registry import LayerCost, LayerSpec, register
 
 
-# ---- options: the per-layer attributes (``E{top_k=1}``) and the model-wide defaults (``model.moe``) --------------
+# ---- options: attributes (``E{top_k=1}``) and defaults (``model.moe``) -------------------------------------
 @dataclass(frozen=True)
 class MoEOptions:
     n_experts: int | None = None
@@ -165,6 +165,7 @@ class MoE(nn.Module):
         return f"n_experts={d.n_experts}, top_k={d.top_k}, d_ff={d.d_ff}, activation={d.activation}"
 
 
+# ---- registry hooks ----------------------------------------------------------------------------------------
 def build(cfg: Any, opts: MoEOptions | None, layer_idx: int) -> MoE:
     return MoE(resolve(cfg, opts, layer_idx))
 

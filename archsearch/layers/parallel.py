@@ -99,6 +99,7 @@ class ParallelHybrid(nn.Module):
         return self._combine(self.mamba.step(x, cache[0]), self.attn.step(x, cache[1]))
 
 
+# ---- registry hooks ----------------------------------------------------------------------------------------
 def build(cfg: Any, opts: ParallelOptions | None, layer_idx: int) -> ParallelHybrid:
     return ParallelHybrid(cfg, opts, layer_idx)
 

@@ -24,7 +24,7 @@ from archsearch.model.block import Block
 from archsearch.model.config import ModelConfig
 from archsearch.model.mtp import MultiTokenPrediction
 from archsearch.model.mtp import combine as mtp_combine
-from archsearch.pattern import parse
+from archsearch.pattern import parse, registry
 from archsearch.pattern.pattern import Pattern, all_layers, layer_positions, mtp_positions
 
 IGNORE_INDEX = -100
@@ -280,8 +280,6 @@ class HybridLM(nn.Module):
 # ---- helpers ----------------------------------------------------------------------------------------------------
 def _is_pointwise(block: Block) -> bool:
     """Per-token layers (MLP, MoE) decode by calling forward on the one new token."""
-    from archsearch.pattern import registry
-
     return registry.get(block.symbol).role == "mlp"
 
 
