@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "archsearch"
 # errors.py come first; __main__ last, with the CLI.
 LAYERS = [
     ["archsearch", "errors"],
+    ["stats"],  # statistics of replicates: NumPy only, read by search/ (analysis:) and viz/
     ["pattern"],
     ["layers"],
     ["model"],

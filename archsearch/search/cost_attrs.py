@@ -1,7 +1,8 @@
 """The user attributes every trial records before it trains: its pattern, size and inference cost.
 
 The names are a contract with the dashboard, ``archsearch plot`` and ``archsearch report`` (archsearch.viz): pattern,
-params, non_embedding_params, kv_bytes_per_token, state_bytes, decode_ms_est, fractions, spread, rope (and, after
+params, non_embedding_params, kv_bytes_per_token, state_bytes, decode_ms_est, fractions, spread, rope, budget and
+budget_deviation (iso-parameter spaces: params / budget - 1) (and, after
 training: run_dir, metrics, tokens_per_s, status_reason, curve).
 """
 
@@ -36,6 +37,9 @@ def trial_attrs(plan: Any, space: SearchSpace) -> dict[str, Any]:
         "rope": plan.rope,
         "d_model": int(plan.model.d_model),
     }
+    if "budget" in plan.values:  # iso-parameter: how far this trial's size lands from the budget
+        attrs["budget"] = int(plan.values["budget"])
+        attrs["budget_deviation"] = round(attrs["params"] / attrs["budget"] - 1.0, 6)
     if plan.spread == "random" and plan.placement_seed is not None:
         attrs["placement_seed"] = plan.placement_seed
     if "positions" in plan.values:

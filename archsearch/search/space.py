@@ -170,10 +170,14 @@ class SearchSpace:
     decode_context: int = 4096
     card: str = "h100"
     budget_solve: str = "d_model"
+    budget_tolerance: float = (
+        0.005  # every trial within 0.5% of the budget, or the space check refuses the space
+    )
     heartbeat_interval: int = 5  # seconds between a running trial's heartbeats
     grace_period: int = 20  # a RUNNING trial silent this long belongs to a dead worker: failed and retried
     objectives: list[Objective] = field(default_factory=lambda: [Objective("val_loss", "minimize")])
     space: dict[str, Dimension] = field(default_factory=dict)
+    analysis: Any = None  # archsearch.stats.AnalysisRule: how report compares architectures (None: defaults)
     description: str = ""
     source: str = "search space"
 
@@ -201,6 +205,10 @@ class SearchSpace:
                 value = [{"name": o.name, "direction": o.direction} for o in value]
             elif f.name == "space":
                 value = {k: d.to_dict() for k, d in value.items()}
+            elif f.name == "analysis":
+                if value is None:
+                    continue
+                value = value.to_dict()
             out[f.name] = value
         return out
 
@@ -274,6 +282,7 @@ def space_from_dict(data: Any, *, source: str = "search space", default_study: s
     sp.decode_context = v.positive_int(d, "decode_context", sp.decode_context)
     sp.card = v.typed(d, "card", str, sp.card)
     sp.budget_solve = v.choice(d, "budget_solve", ("d_model", "d_ff"), sp.budget_solve)
+    sp.budget_tolerance = v.fraction_below_one(d, "budget_tolerance", sp.budget_tolerance)
     sp.heartbeat_interval = v.positive_int(d, "heartbeat_interval", sp.heartbeat_interval)
     sp.grace_period = v.positive_int(d, "grace_period", sp.grace_period)
     if sp.grace_period <= sp.heartbeat_interval:  # a live trial would be failed between two heartbeats
@@ -284,6 +293,10 @@ def space_from_dict(data: Any, *, source: str = "search space", default_study: s
         )
     sp.objectives = v.objectives(d.get("objectives", "val_loss"), sp.tasks)
     sp.space = v.dimensions(d.get("space"))
+    if d.get("analysis") is not None:
+        from archsearch.stats import AnalysisRule
+
+        sp.analysis = AnalysisRule.from_value(d["analysis"], source, "analysis")
     check_model_and_train(sp, v)
     check_combinations(sp, v)
     return sp

@@ -76,6 +76,12 @@ class Validator:
             raise self.fail(key, f"expected a positive integer, found {describe(value)}")
         return value
 
+    def fraction_below_one(self, d: dict, key: str, default: float) -> float:
+        value = d.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+            raise self.fail(key, f"expected a number in [0, 1) (0.02 is 2%), found {describe(value)}")
+        return float(value)
+
     def choice(self, d: dict, key: str, choices: tuple[str, ...], default: str) -> str:
         value = d.get(key, default)
         if value not in choices:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -149,9 +150,11 @@ def _model_config(values: dict[str, Any], space: SearchSpace, pattern: Any) -> A
     if overrides:
         cfg = cfg.replace(**overrides)
     if "budget" in values:
-        from archsearch.cost.sizing import fit_to_budget
+        from archsearch.cost.sizing import DEFAULT_TOLERANCE, fit_to_budget
 
-        cfg = fit_to_budget(pattern, cfg, int(values["budget"]), solve=space.budget_solve)
+        # a relaxed budget_tolerance accepts what cannot fit; every pattern that can still lands within 0.5%
+        aim = min(space.budget_tolerance, DEFAULT_TOLERANCE)
+        cfg = fit_to_budget(pattern, cfg, int(values["budget"]), solve=space.budget_solve, tolerance=aim)
     return cfg
 
 
@@ -220,6 +223,7 @@ def check_corners(space: SearchSpace) -> None:
             f"the data cannot be served: {message}", space.source, key, getattr(exc, "hint", None)
         ) from None
     seen: set[tuple[str, str]] = set()
+    worst: tuple[float, dict[str, Any], Any] | None = None  # (|deviation| from the budget, params, plan)
     for params in corner_params(space):
         trial = optuna.trial.FixedTrial(params)
         try:
@@ -230,9 +234,55 @@ def check_corners(space: SearchSpace) -> None:
             seen.add(key)
             build_model(plan.pattern, plan.model, device="meta")
         except ArchsearchError as exc:
-            shown = ", ".join(f"{k}={v}" for k, v in params.items()) or "the fixed settings"
             raise ConfigError(
-                f"the trial with {shown} cannot be built: {exc.render().splitlines()[0]}",
+                f"the trial with {_shown(params)} cannot be built: {exc.render().splitlines()[0]}",
                 space.source,
                 "space",
             ) from None
+        if "budget" in plan.values:
+            dev = abs(budget_deviation(plan))
+            if worst is None or dev > worst[0]:
+                worst = (dev, params, plan)
+    if worst is not None and worst[0] > space.budget_tolerance + 1e-12:
+        _, params, plan = worst
+        from archsearch.cost import count_params
+
+        n, budget = count_params(plan.pattern, plan.model), int(plan.values["budget"])
+        raise ConfigError(
+            f"iso-parameter sizing misses the budget by more than {space.budget_tolerance:.2%}: the trial with "
+            f"{_shown(params)} ({plan.pattern}) has {n:,} parameters against {budget:,} ({n / budget - 1:+.2%})",
+            space.source,
+            "space.budget",
+            hint=f"relax it with budget_tolerance: {math.ceil(worst[0] * 1000) / 1000:g}, or give every pattern "
+            "MLP layers (space.mlp > 0), whose width absorbs the difference",
+        )
+
+
+def corner_budget_spread(space: SearchSpace) -> tuple[float, float] | None:
+    """(lowest, highest) params / budget - 1 over the space's corner trials; None without a budget dimension."""
+    import optuna
+
+    if "budget" not in space.space:
+        return None
+    devs = []
+    for params in corner_params(space):
+        try:
+            devs.append(
+                budget_deviation(
+                    plan_trial(optuna.trial.FixedTrial(params), space, placement_seed=space.seed)
+                )
+            )
+        except ArchsearchError:
+            continue  # check_corners has already named any corner that cannot be built
+    return (min(devs), max(devs)) if devs else None
+
+
+def budget_deviation(plan: TrialPlan) -> float:
+    """params / budget - 1 of a planned trial with a ``budget`` dimension (the cost model's count)."""
+    from archsearch.cost import count_params
+
+    return count_params(plan.pattern, plan.model) / int(plan.values["budget"]) - 1.0
+
+
+def _shown(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items()) or "the fixed settings"

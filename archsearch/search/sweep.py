@@ -169,6 +169,13 @@ def _announce(space: SearchSpace, study: Any, n_trials: int, url: str, workers: 
             "[sweep] pruning is disabled: Optuna cannot prune a multi-objective study "
             "(every trial trains to the end; learning curves are kept in the trial attribute 'curve')"
         )
+    from archsearch.search.suggest import corner_budget_spread
+
+    if (spread := corner_budget_spread(space)) is not None:
+        log.info(
+            "[sweep] iso-parameter: the corner trials land %+.2f%% to %+.2f%% from the budget (tolerance %.2f%%)",
+            100 * spread[0], 100 * spread[1], 100 * space.budget_tolerance,
+        )  # fmt: skip
     log.info("[sweep] %d trials to finish with %d worker(s)", max(0, n_trials - done), workers)
 
 
