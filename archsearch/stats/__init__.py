@@ -10,6 +10,7 @@ from archsearch.stats.intervals import (
     Interval,
     correct,
     difference,
+    fmt,
     mean_interval,
 )
 from archsearch.stats.rank import RankCorrelation, fisher_interval, ranks, spearman, spearman_interval
@@ -26,6 +27,7 @@ __all__ = [
     "correct",
     "difference",
     "fisher_interval",
+    "fmt",
     "mean_interval",
     "normal_cdf",
     "normal_quantile",

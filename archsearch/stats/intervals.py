@@ -18,6 +18,12 @@ from archsearch.stats.distributions import t_cdf, t_quantile
 CORRECTIONS = ("holm", "bonferroni", "none")
 
 
+def fmt(value: float, decimals: int = 4) -> str:
+    """``value`` with ``decimals`` decimals, never as "-0.0000"."""
+    text = f"{value:.{decimals}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
 @dataclass(frozen=True)
 class Interval:
     """A sample mean with its two-sided t-interval (``lo``/``hi`` None when n = 1)."""
@@ -39,9 +45,9 @@ class Interval:
 
     def text(self, decimals: int = 4) -> str:
         """``"1.0690 [1.0612, 1.0768]"`` or ``"1.0690 (n=1: no interval)"``."""
-        if not self.has_interval:
-            return f"{self.mean:.{decimals}f} (n=1: no interval)"
-        return f"{self.mean:.{decimals}f} [{self.lo:.{decimals}f}, {self.hi:.{decimals}f}]"
+        if self.lo is None or self.hi is None:
+            return f"{fmt(self.mean, decimals)} (n=1: no interval)"
+        return f"{fmt(self.mean, decimals)} [{fmt(self.lo, decimals)}, {fmt(self.hi, decimals)}]"
 
 
 def mean_interval(values: Sequence[float], level: float = 0.95) -> Interval:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from archsearch.errors import ConfigError, did_you_mean
-from archsearch.stats.intervals import CORRECTIONS, Decision, Difference
+from archsearch.stats.intervals import CORRECTIONS, Decision, Difference, fmt
 
 RULE_KEYS = ("reference", "margin", "alpha", "correction", "objective")
 
@@ -142,7 +142,7 @@ class Verdict:
 
     def text(self, decimals: int = 4) -> str:
         """``"A beats B by x [lo, hi]"`` or ``"no difference detected ..."`` (the gain is positive for the winner)."""
-        f = lambda v: f"{v:.{decimals}f}"
+        f = lambda v: fmt(v, decimals)
         a, r, est = self.name, self.reference, self.diff.estimate
         iv = self.interval
         if iv is None:

@@ -180,31 +180,68 @@ def place_labels(
     return annotations
 
 
-def draw_strip(ax: Axes, groups: dict[str, list[float]], minimize: bool, color: str = "#1f77b4") -> None:
-    """Categories on x: every value as a jittered dot, the mean as a bar-like tick, n under each label.
+def draw_strip(
+    ax: Axes,
+    groups: dict[str, list[float]],
+    minimize: bool,
+    color: str = "#1f77b4",
+    *,
+    pruned: dict[str, list[float]] | None = None,
+    reused: dict[str, list[float]] | None = None,
+) -> None:
+    """Categories on x: every value as a jittered dot, the mean as a bar-like tick with its 95% t-interval, n under
+    each label; pruned trials hollow at their last reported value and reused results as crosses (neither in n).
 
     The best category mean is outlined so the winner reads at a glance.
     """
     import numpy as np
 
+    from archsearch.stats import mean_interval
+
     names = list(groups)
-    means = [float(np.mean(groups[n])) for n in names]
-    best = int(np.argmin(means) if minimize else np.argmax(means))
+    ivs = [mean_interval(groups[n]) if groups[n] else None for n in names]
+    means = [iv.mean if iv is not None else np.nan for iv in ivs]
+    best = int(np.nanargmin(means) if minimize else np.nanargmax(means)) if any(iv for iv in ivs) else -1
     rng = np.random.default_rng(0)  # fixed jitter: the same study always draws the same picture
+    labelled: set[str] = set()
+
+    def scatter(i: int, vals: list[float], what: str, **kwargs: Any) -> None:
+        jitter = rng.uniform(-0.12, 0.12, size=len(vals)) if len(vals) > 1 else np.zeros(len(vals))
+        label = None if what in labelled else what
+        labelled.add(what)
+        ax.scatter(i + jitter, vals, label=label, **kwargs)
+
     for i, name in enumerate(names):
         vals = np.asarray(groups[name], dtype=float)
-        jitter = rng.uniform(-0.12, 0.12, size=len(vals)) if len(vals) > 1 else np.zeros(1)
-        ax.scatter(i + jitter, vals, s=18, color=color, alpha=0.55, linewidths=0, zorder=2)
-        ax.hlines(
-            means[i],
-            i - 0.3,
-            i + 0.3,
-            color="black" if i == best else "0.35",
-            lw=2.2 if i == best else 1.4,
-            zorder=3,
-        )
-        if len(vals) > 1:
-            ax.vlines(i, vals.min(), vals.max(), color="0.6", lw=0.8, zorder=1)
+        iv = ivs[i]
+        if len(vals):
+            scatter(i, list(vals), "trial", s=18, color=color, alpha=0.55, linewidths=0, zorder=2)
+        if iv is not None:
+            ax.hlines(
+                iv.mean,
+                i - 0.3,
+                i + 0.3,
+                color="black" if i == best else "0.35",
+                lw=2.2 if i == best else 1.4,
+                zorder=3,
+            )
+            if iv.lo is not None and iv.hi is not None:
+                ax.vlines(i, iv.lo, iv.hi, color="0.35", lw=1.0, zorder=1, label=None)
+                ax.hlines([iv.lo, iv.hi], i - 0.08, i + 0.08, color="0.35", lw=1.0, zorder=1)
+        if pruned and pruned.get(name):
+            scatter(i, pruned[name], "pruned: last reported value", s=34, facecolors="none", edgecolors=color,
+                    linewidths=1.2, zorder=4)  # fmt: skip
+        if reused and reused.get(name):
+            scatter(i, reused[name], "reused result (not counted)", s=30, marker="x", color="0.35", zorder=4)
     ax.set_xticks(range(len(names)), [f"{n}\nn={len(groups[n])}" for n in names], fontsize=8)
     ax.set_xlim(-0.6, len(names) - 0.4)
     ax.grid(True, axis="y", alpha=0.3)
+    if any(iv is not None and iv.has_interval for iv in ivs):
+        from matplotlib.lines import Line2D
+
+        handles, labels = ax.get_legend_handles_labels()
+        handles.append(Line2D([], [], color="0.35", marker="_", ms=8, lw=1.0))
+        labels.append("mean, 95% interval")
+        ax.legend(handles, labels, fontsize=8, loc="best")
+    elif labelled - {"trial"}:
+        ax.legend(fontsize=8, loc="best")

@@ -1,7 +1,9 @@
 """Learning curves: every trial's intermediate values (``trial.report(val_loss, step)``) against the step.
 
 Complete trials are coloured by their final value (bright = better), pruned ones grey and dashed (ending where the
-pruner stopped them), and the best trial drawn thick.
+pruner stopped them), and the best trial drawn thick. An architecture with several replicates (the trials the report
+scores: best learning rate, reused results left out) also gets a band: the 95% t-interval of its mean curve at
+every step all its replicates reported. Reused results repeat their twin's curve and are not drawn again.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from archsearch.stats import mean_interval
 from archsearch.viz._records import PlotNotApplicable, StudyRecords, as_records
 from archsearch.viz._style import cmap_for, new_axes
+from archsearch.viz.analysis import Architecture, architectures, is_reused
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -45,7 +49,8 @@ def plot_learning_curves(
     from matplotlib.lines import Line2D
 
     rec = as_records(study)
-    with_curves = [t for t in rec.trials if len(t.curve) >= 1]
+    with_curves = [t for t in rec.trials if len(t.curve) >= 1 and not is_reused(t)]
+    n_reused = sum(1 for t in rec.trials if len(t.curve) >= 1 and is_reused(t))
     if not with_curves:
         raise PlotNotApplicable("no trial reported intermediate values (learning curves)")
     obj = rec.objective(objective)
@@ -78,6 +83,15 @@ def plot_learning_curves(
         else:
             n_other += 1
             ax.plot(steps, vals, color="#ff9896", lw=0.9, alpha=0.8, zorder=1)
+    n_bands = 0
+    if final:
+        for arch in architectures(rec, obj):
+            band = _band(rec, arch)
+            if band is None:
+                continue
+            steps, lo, hi = band
+            ax.fill_between(steps, lo, hi, color=cmap(norm(arch.score.mean)), alpha=0.22, lw=0, zorder=1)
+            n_bands += 1
     vals_all = np.array([v for t in with_curves for _, v in t.curve])
     finite = vals_all[np.isfinite(vals_all)]
     if log_y is None:
@@ -103,6 +117,14 @@ def plot_learning_curves(
         handles.append(Line2D([], [], color="0.6", ls="--", marker="x", label=f"pruned ({n_pruned})"))
     if n_other:
         handles.append(Line2D([], [], color="#ff9896", label=f"failed / running ({n_other})"))
+    if n_bands:
+        from matplotlib.patches import Patch
+
+        handles.append(
+            Patch(color="0.6", alpha=0.35, label=f"95% band over replicates ({n_bands} architectures)")
+        )
+    if n_reused:
+        handles.append(Line2D([], [], color="none", label=f"reused results not drawn again ({n_reused})"))
     if handles:
         ax.legend(handles=handles, fontsize=8, loc="upper right")
     ax.set_xlabel("training step")
@@ -110,3 +132,17 @@ def plot_learning_curves(
     ax.set_title(f"learning curves of {len(with_curves)} trials")
     ax.grid(True, alpha=0.3, which="both")
     return ax
+
+
+def _band(rec: StudyRecords, arch: Architecture) -> tuple[list[int], list[float], list[float]] | None:
+    """(steps, lower, upper) of the 95% interval of an architecture's mean curve over its replicates, at the steps
+    every replicate reported; None with fewer than two replicates."""
+    curves = [dict(rec.trial(r.number).curve) for r in arch.best_runs]
+    curves = [c for c in curves if c]
+    if len(curves) < 2:
+        return None
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
+    ivs = [mean_interval([c[s] for c in curves]) for s in steps]
+    if len(steps) < 2 or any(not np.isfinite(iv.mean) for iv in ivs):
+        return None
+    return steps, [float(iv.lo) for iv in ivs], [float(iv.hi) for iv in ivs]

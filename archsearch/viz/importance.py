@@ -1,7 +1,8 @@
 """Parameter importances of the searched dimensions for one objective.
 
 fANOVA (Optuna's default) and mean-decrease-impurity need scikit-learn; without it PED-ANOVA, which needs only
-NumPy/SciPy, is used. The evaluator is named in the title.
+NumPy/SciPy, is used. The evaluator is named in the title. Fitted to a handful of distinct settings, importances are
+mostly noise: the figure and the report then say so (:func:`importance_warning`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,28 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
 
 MIN_TRIALS = 4
+MIN_DISTINCT = (
+    10  # fewer distinct settings than this (or than 2 per parameter) and importances are mostly noise
+)
+
+
+def importance_warning(study: optuna.Study | StudyRecords) -> str | None:
+    """A warning when the importances rest on too few distinct points: fewer than 10 distinct settings of the
+    varying parameters (seeds are replicates, not settings) among complete trials, or fewer than two per parameter.
+    None when there are enough."""
+    rec = as_records(study)
+    complete = rec.complete
+    names = sorted({k for t in complete for k in t.params if k not in ("seed", "train.seed")})  # replicates
+    varying = [p for p in names if len({repr(t.params.get(p)) for t in complete}) > 1]
+    if not varying:
+        return None
+    distinct = len({tuple(repr(t.params.get(p)) for p in varying) for t in complete})
+    if distinct >= max(MIN_DISTINCT, 2 * len(varying)):
+        return None
+    return (
+        f"only {distinct} distinct settings of {len(varying)} varying parameters among {len(complete)} complete "
+        f"trials: importances fitted to so few points are not reliable"
+    )
 
 
 def _evaluator() -> tuple[Any, str]:
@@ -101,4 +124,10 @@ def plot_importances(
         f"what matters for {obj.name} ({label}, {n_trials(sum(1 for t in study.trials if t.state.name == 'COMPLETE'))})"
     )
     ax.grid(True, axis="x", alpha=0.3)
+    if (warning := importance_warning(study)) is not None:
+        ax.text(
+            0.98, 0.02, "warning: " + warning.replace(": ", ":\n", 1), transform=ax.transAxes, ha="right",
+            va="bottom", fontsize=8, color="#b22222",
+            bbox={"boxstyle": "round", "fc": "white", "ec": "#b22222", "alpha": 0.9},
+        )  # fmt: skip
     return ax

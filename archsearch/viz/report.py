@@ -1,4 +1,6 @@
-"""A study's Markdown report: settings and space, the top trials, failures and prunings with their reasons, figures.
+"""A study's Markdown report: settings and space, the top trials, the architectures with 95% intervals over their
+replicates, verdicts against a reference and rank agreement (archsearch.viz.report_analysis), failures and prunings
+with their reasons, figures.
 
 Figures are linked relative to the report, so the report and ``plots/<study>/`` can be moved together; they are
 drawn when missing (``archsearch plot`` makes the same files).
@@ -13,7 +15,11 @@ from typing import Any
 from archsearch.search.study import redact_url
 from archsearch.viz._records import StudyRecords, TrialRecord, load_study, records_from_study
 from archsearch.viz._style import fmt_bytes, fmt_value
+from archsearch.viz.analysis import analyse
+from archsearch.viz.importance import importance_warning
+from archsearch.viz.levels import book_baseline_check
 from archsearch.viz.render import FAMILIES, RenderResult, render_figures
+from archsearch.viz.report_analysis import analysis_sections, sizing_lines
 
 _STATE_WORDS = {"PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
 
@@ -70,7 +76,8 @@ def top_trials_table(records: StudyRecords, top_k: int = 10, objective: str | No
         vals = [fmt_value(v) if (v := t.get(n)) is not None else "-" for n in names]
         row = [
             str(rank),
-            f"#{t.number}",
+            f"#{t.number}"
+            + (f" (reuses #{t.attrs['duplicate_of']})" if t.attrs.get("duplicate_of") is not None else ""),
             _code(t.pattern or "?"),
             *vals,
             _count(t.get("params")),
@@ -130,6 +137,7 @@ def render_markdown(
     for key in ("sampler", "n_trials", "preset", "steps", "seq_len", "data", "tasks"):
         if key in records.space:
             out.append(f"- {key}: {records.space[key]}")
+    out += sizing_lines(records)
     out.append(
         f"- trials: {total} in all; "
         + ", ".join(
@@ -170,6 +178,7 @@ def render_markdown(
         ]
         out += top_trials_table(records, top_k, objective)
         out.append("")
+        out += analysis_sections(analyse(records, objective))
     out += ["## Trials that did not complete", ""]
     out += failures_table(records)
     out.append("")
@@ -184,6 +193,8 @@ def render_markdown(
         ]
     if figures:
         out += ["## Figures", ""]
+        baseline = book_baseline_check(records, objective) if "levels" in figures else None
+        warning = importance_warning(records) if "importance" in figures else None
         for stem, files in figures.items():
             png = next((f for f in files if f.suffix == ".png"), files[0])
             rel = Path(os.path.relpath(png, report_dir)).as_posix()
@@ -198,7 +209,21 @@ def render_markdown(
                 if others
                 else ""
             )
+            if stem == "levels" and baseline is not None and baseline.nothing_above:
+                # a figure of lines under a baseline invites reading differences that are not there
+                out += [
+                    f"### {caption}",
+                    "",
+                    baseline.sentence(),
+                    f"(Figure, not shown: [{rel}]({rel}).)",
+                    "",
+                ]
+                continue
             out += [f"### {caption}{extra}", "", f"![{caption}]({rel})", ""]
+            if stem == "levels" and baseline is not None:
+                out += [baseline.sentence(), ""]
+            if stem == "importance" and warning is not None:
+                out += [f"**Warning**: {warning}.", ""]
     if skipped:
         out += ["Figures that do not apply to this study:", ""]
         out += [f"- {stem}: {reason}" for stem, reason in skipped]

@@ -56,7 +56,7 @@ def _series(ax) -> dict[str, ErrorbarContainer]:
     return {c.get_label(): c for c in ax.containers if isinstance(c, ErrorbarContainer)}
 
 
-def test_one_line_per_pattern_with_level_means_and_min_max(recall_dir: Path):
+def test_one_line_per_pattern_with_level_means_and_95_intervals(recall_dir: Path):
     ax = plot_levels(load_study(recall_dir))
     series = _series(ax)
     assert list(series) == [
@@ -72,7 +72,11 @@ def test_one_line_per_pattern_with_level_means_and_min_max(recall_dir: Path):
     att = series[f"{ATTENTION} (50% attention, 2 trials)"]
     assert att.has_yerr and not series[f"{SSM} (0% attention)"].has_yerr
     bars = [seg[:, 1] for seg in att.lines[2][0].get_segments()]
-    assert [list(b) for b in bars] == [pytest.approx(b) for b in ([0.8, 0.9], [0.6, 0.7], [0.3, 0.5])]
+    # two seeds: mean +/- t(0.975, 1) x sd / sqrt(2) = 12.706 x 0.05 (0.1 at 16 pairs), clipped to [0, 1]
+    # (issue 20: min-max bars of two runs looked like certainty they do not give)
+    assert [list(b) for b in bars] == [
+        pytest.approx(b, abs=1e-4) for b in ([0.2147, 1.0], [0.0147, 1.0], [0.0, 1.0])
+    ]
     assert ax.get_xscale() == "log" and list(ax.get_xticks()) == [4, 8, 16]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["4", "8", "16"]
     assert ax.get_title() == "val/mqar/acc per level (4 trials)"
@@ -140,3 +144,49 @@ def test_the_objective_wins_over_other_levelled_accuracies(tmp_path: Path):
     ax = plot_levels(study, "val/induction/acc")
     assert ax.get_title() == "val/induction/acc per level (1 trial)"
     assert list(_series(ax)["M* (50% attention)"].lines[0].get_xdata()) == [8]
+
+
+def test_pruned_trials_are_drawn_hollow_and_named_in_the_legend(recall_dir: Path):
+    ax = plot_levels(load_study(recall_dir))
+    hollow = [l for l in ax.lines if l.get_linestyle() == "None" and l.get_markerfacecolor() == "none"]
+    assert len(hollow) == 1 and list(hollow[0].get_ydata()) == [0.0, 0.0, 0.0]  # the pruned SSM trial
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "pruned (1): last values" in legend
+
+
+def test_book_guessing_baseline_check(recall_dir: Path, tmp_path: Path):
+    from archsearch.viz.levels import book_baseline_check, book_guess_overall
+
+    check = book_baseline_check(records_from_study(load_study(recall_dir)))
+    # baselines (1 + 3/32) / 4 = 0.273, (1 + 7/32) / 8 = 0.152, (1 + 15/32) / 16 = 0.092 at 4, 8, 16 pairs
+    assert check is not None and not check.nothing_above
+    assert check.above == {ATTENTION: [4, 8, 16], HYBRID: [4, 8, 16], SSM: [4]}
+    assert check.clears == {
+        ATTENTION: [],
+        HYBRID: [],
+        SSM: [],
+    }  # two seeds: the interval starts at 0.21 at 4 pairs
+    text = check.sentence()
+    assert f"`{ATTENTION}` at levels 4, 8, 16 (its 95% interval does not clear it at any level)" in text
+    assert f"`{SSM}` at levels 4 (one run: no interval)" in text
+    # a study where nothing learned: every architecture at or below the baseline
+    study = optuna.create_study(
+        study_name="flat", storage=f"sqlite:///{tmp_path / 'f.db'}", direction="maximize"
+    )
+    study.set_user_attr("objectives", [{"name": "val/mqar/acc", "direction": "maximize"}])
+    study.set_user_attr(
+        "space", {"train": {"data_options": {"task_options": {"mqar": {"value_range": [8, 16]}}}}}
+    )
+    for pattern, acc in (("M*M*", 0.5), ("MMMM", 0.4)):
+        metrics = {"val/mqar/acc": acc, "val/mqar/acc_L1": 0.9, "val/mqar/acc_L2": acc}
+        study.add_trial(create_trial(value=acc, user_attrs={"pattern": pattern, "metrics": metrics}))
+    flat = book_baseline_check(records_from_study(study))
+    assert flat.nothing_above and flat.values == 8
+    assert flat.closest == ("M*M*", 2, 0.5, 0.5625)  # (1 + 1/8) / 2 at two pairs; 0.9 < 1.0 at one pair
+    assert flat.sentence().startswith("No architecture rose above the book-guessing baseline of val/mqar/acc")
+    ax = plot_levels(study)
+    assert "nothing rose above the book-guessing baseline" in [t.get_text() for t in ax.texts]
+    # the issue's CPU recall mix: 8 values, 1/2/4/8 pairs, weighted by queries -> 0.358, not the 0.125 chance
+    assert book_guess_overall([1, 2, 4, 8], 8) == pytest.approx(0.3583, abs=1e-4)
+    assert book_guess_overall([4, 8, 16, 32], 32) == pytest.approx(0.0958, abs=1e-4)  # GPU round: 0.096
+    assert book_guess_overall([2, 4, 8, 16], 32) == pytest.approx(0.1604, abs=1e-4)  # CPU 1c: 0.160
