@@ -239,7 +239,8 @@ def make_placement_study(tmp: Path, name: str = "placement", n_layers: int = 24)
 # ---- replicates: seeds x learning rates per architecture (issue 20) -------------------------------------------------
 REPLICATE_FRACTIONS = (0.0, 1 / 12, 2 / 12, 3 / 12, 6 / 12)
 REPLICATE_LRS = (0.001, 0.003)
-SEED_OFFSET = (0.0, 0.006, -0.004)  # what a seed does to every architecture alike (data order, initialisation)
+# what a seed does to every architecture alike (data order, initialisation)
+SEED_OFFSET = (0.0, 0.006, -0.004)
 NOISE = (  # per (architecture, seed): small beside the seed offsets, so pairing by seed pays
     (0.0003, -0.0002, -0.0001),
     (-0.0001, 0.0002, -0.0001),
@@ -296,8 +297,12 @@ def make_replicate_study(tmp: Path, name: str = "replicates", budget: int = 400_
         for lr in REPLICATE_LRS:
             for seed in range(3):
                 loss = replicate_loss(att, lr, seed)
-                attrs = trial_attrs(pattern, loss, 0.1, str(study_dir / "trials" / str(number)), "megatron", True)
-                attrs.update(params=budget + 120 * (i - 2), budget=budget, budget_deviation=120 * (i - 2) / budget)
+                attrs = trial_attrs(
+                    pattern, loss, 0.1, str(study_dir / "trials" / str(number)), "megatron", True
+                )
+                attrs.update(
+                    params=budget + 120 * (i - 2), budget=budget, budget_deviation=120 * (i - 2) / budget
+                )
                 params = {"attention": att, "lr": lr, "seed": seed}
                 curve = {s: round(loss + 1.2 * math.exp(-s / 60) + 0.002 * i * (s < 250), 6) for s in steps}
                 if (att, lr, seed) == (0.25, 0.001, 2):
@@ -334,6 +339,8 @@ def make_replicate_study(tmp: Path, name: str = "replicates", budget: int = 400_
     )
     failed = {**attrs, "status_reason": "CUDA out of memory at step 3"}
     study.add_trial(
-        create_trial(state=TrialState.FAIL, params={**params, "seed": 1}, distributions=dists, user_attrs=failed)
+        create_trial(
+            state=TrialState.FAIL, params={**params, "seed": 1}, distributions=dists, user_attrs=failed
+        )
     )
     return study_dir

@@ -217,7 +217,8 @@ def test_an_ambiguous_reference_is_named_and_the_best_used(tmp_path):
     study.set_user_attr("space", {"analysis": {"reference": "M*M-"}})
     an = analyse(records_from_study(study))
     assert [a.label for a in an.archs] == ["M*M- rope=True", "M*M- rope=False"]
-    assert "matches 2 architectures (`M*M- rope=True`, `M*M- rope=False`); compared with the best instead" in (
-        an.reference_note
+    assert (
+        "matches 2 architectures (`M*M- rope=True`, `M*M- rope=False`); compared with the best instead"
+        in (an.reference_note)
     )
     assert an.reference.label == "M*M- rope=True"
