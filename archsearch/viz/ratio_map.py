@@ -1,8 +1,9 @@
 """Ratio map: one layer fraction against another (attention x MLP by default), coloured by an objective.
 
 The paper's hybrid ablation (Waleffe et al. 2024, attention and MLP ratios of the 8B hybrid) in one picture: a grid
-study is drawn as annotated cells (mean over the trials sharing a cell), anything else as a coloured scatter.
-Cells and points whose trials were all pruned or failed are marked so the missing corner is explained.
+study is drawn as annotated cells (mean over the trials sharing a cell: each architecture at its best learning
+rate, reused results not counted twice), anything else as a coloured scatter. Cells and points whose trials were all
+pruned or failed are marked so the missing corner is explained.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from archsearch.viz._records import PlotNotApplicable, StudyRecords, as_records
+from archsearch.viz._replicates import trial_points
 from archsearch.viz._style import cmap_for, fmt_value, fraction_label, n_trials, new_axes, symbol_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,7 +66,8 @@ def plot_ratio_map(
         dx, dy = default_axes_symbols(rec)
         x, y = x or dx, y or dy
     obj = rec.objective(objective)
-    valued = rec.valued(obj)
+    points = trial_points(rec, obj)
+    valued = points.counted  # each architecture at its best learning rate; reused results not counted twice
     if not valued:
         raise PlotNotApplicable(f"ratio map: no complete trial has a value for {obj.name!r}")
     pts = [(t.fractions.get(x, 0.0), t.fractions.get(y, 0.0), v) for t, v in valued]
@@ -84,7 +87,10 @@ def plot_ratio_map(
         _draw_scatter(ax, pts, others, cmap, obj.label)
     ax.set_xlabel(fraction_label(x))
     ax.set_ylabel(fraction_label(y))
-    ax.set_title(f"{obj.name} by {symbol_name(x)} and {symbol_name(y)} fraction ({n_trials(len(valued))})")
+    title = f"{obj.name} by {symbol_name(x)} and {symbol_name(y)} fraction ({n_trials(len(valued))})"
+    if points.reused:
+        title += f"\n({len(points.reused)} reused results not counted)"
+    ax.set_title(title)
     return ax
 
 
