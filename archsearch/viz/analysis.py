@@ -205,11 +205,6 @@ class StudyAnalysis:
     def scored(self) -> list[Architecture]:
         return [a for a in self.archs if a.score is not None]
 
-    @property
-    def replicated(self) -> bool:
-        """True when some architecture has at least two replicates at its best learning rate."""
-        return any(a.score is not None and a.score.n >= 2 for a in self.archs)
-
 
 def rule_of(rec: StudyRecords) -> AnalysisRule:
     """The study's stored ``analysis:`` (the defaults when absent or unreadable)."""
@@ -225,15 +220,15 @@ def _decimals(values: list[float]) -> int:
 
 
 def _canonical(text: str) -> str:
-    try:
-        from archsearch.pattern import parse
+    from archsearch.pattern import parse
 
+    try:
         return str(parse(text))
-    except Exception:  # not a pattern: compared as written
+    except ArchsearchError:  # not a pattern: compared as written
         return text
 
 
-def find_reference(archs: list[Architecture], name: str) -> tuple[list[Architecture], str]:
+def find_reference(archs: list[Architecture], name: str) -> list[Architecture]:
     """Architectures matching ``name``: an arch id, a label, or a pattern (in any spelling the grammar accepts)."""
     for match in (
         [a for a in archs if a.key == name],
@@ -241,8 +236,8 @@ def find_reference(archs: list[Architecture], name: str) -> tuple[list[Architect
         [a for a in archs if a.pattern is not None and a.pattern == _canonical(name)],
     ):
         if match:
-            return match, name
-    return [], name
+            return match
+    return []
 
 
 def analyse(rec: StudyRecords, objective: str | None = None) -> StudyAnalysis:
@@ -258,7 +253,7 @@ def analyse(rec: StudyRecords, objective: str | None = None) -> StudyAnalysis:
     scored = [a for a in archs if a.score is not None]
     ref, note = None, ""
     if rule.reference is not None:
-        found, _ = find_reference(scored, rule.reference)
+        found = find_reference(scored, rule.reference)
         if len(found) == 1:
             ref, note = found[0], f"the reference named in the space, `{rule.reference}`"
         elif found:
@@ -268,8 +263,10 @@ def analyse(rec: StudyRecords, objective: str | None = None) -> StudyAnalysis:
             note = f"the space's reference `{rule.reference}` matches no architecture with a complete trial"
     if ref is None and scored:
         ref = scored[0]
-        note = (note + "; compared with the best instead" if note else "the best architecture (the space names "
-                "no analysis.reference)")  # fmt: skip
+        if note:
+            note += "; compared with the best instead"
+        else:
+            note = "the best architecture (the space names no analysis.reference)"
     verdicts, tested = _verdicts(scored, ref, rule, obj) if ref is not None else ([], 0)
     lrs = sorted({lr for a in archs for lr in a.runs}, key=lambda v: (v is None, v or 0.0))
     values = [r.value for a in archs for runs in a.runs.values() for r in runs]
@@ -351,8 +348,8 @@ def _across_sizes(rec: StudyRecords, obj: Objective) -> list[RankRow]:
         for t in complete:
             if p in t.params:
                 sub = by_size.setdefault(t.params[p], StudyRecords(rec.name, rec.objectives, [], rec.space))
-                sub.trials.append(TrialRecord(t.number, t.state, t.values, {k: v for k, v in t.params.items() if
-                                                                              k != p}, t.attrs | {"arch": None}))  # fmt: skip
+                rest = {k: v for k, v in t.params.items() if k != p}  # the same architecture at another size
+                sub.trials.append(TrialRecord(t.number, t.state, t.values, rest, t.attrs | {"arch": None}))
         scores = {
             s: {a.key: a.score.mean for a in architectures(sub, obj) if a.score is not None}
             for s, sub in by_size.items()

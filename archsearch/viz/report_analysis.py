@@ -52,6 +52,11 @@ def _size(a: Architecture) -> str:
     return f"{a.size:,}" + (f" ({a.budget_deviation:+.2%})" if a.budget_deviation is not None else "")
 
 
+def _every_lr(a: Architecture, decimals: int) -> str:
+    ordered = sorted(a.intervals.items(), key=lambda kv: (kv[0] is None, kv[0] or 0.0))
+    return "; ".join(f"{_lr(lr)}: {iv.text(decimals)} ({iv.n})" for lr, iv in ordered) or "-"
+
+
 def architectures_section(an: StudyAnalysis) -> list[str]:
     """The table of architectures, best first: mean and 95% interval at the best learning rate, every rate kept."""
     if not an.archs:
@@ -96,10 +101,7 @@ def architectures_section(an: StudyAnalysis) -> list[str]:
             score.text(d) if score is not None else "no complete run",
         ]
         if several_lrs:
-            row.append(
-                "; ".join(f"{_lr(lr)}: {iv.text(d)} ({iv.n})" for lr, iv in sorted(a.intervals.items(),
-                          key=lambda kv: (kv[0] is None, kv[0] or 0.0))) or "-"
-            )  # fmt: skip
+            row.append(_every_lr(a, d))
         row += [str(len(a.pruned)), str(len(a.reused)), str(a.failed)]
         out.append("| " + " | ".join(row) + " |")
     if len(an.archs) > MAX_ROWS:
