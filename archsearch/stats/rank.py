@@ -18,7 +18,7 @@ from archsearch.stats.distributions import normal_cdf, normal_quantile
 BOOTSTRAP_METHODS = ("percentile", "bca")
 
 
-def ranks(values: Sequence[float]) -> np.ndarray:
+def ranks(values: Sequence[float] | np.ndarray) -> np.ndarray:
     """1-based ranks, ties sharing their average rank."""
     x = np.asarray(values, dtype=float)
     order = np.argsort(x, kind="mergesort")
@@ -34,7 +34,7 @@ def ranks(values: Sequence[float]) -> np.ndarray:
     return r
 
 
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+def spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
     """Spearman's rho (Pearson's r of the ranks); NaN when either side is constant or n < 2."""
     if len(x) != len(y):
         raise ValueError(f"spearman needs paired values, found {len(x)} and {len(y)}")
@@ -65,8 +65,8 @@ class RankCorrelation:
 
 
 def spearman_interval(
-    x: Sequence[float],
-    y: Sequence[float],
+    x: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
     *,
     level: float = 0.95,
     n_boot: int = 2000,

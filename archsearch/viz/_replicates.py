@@ -85,14 +85,15 @@ def draw_others(
     ax: Axes, points: TrialPoints, x_of: Callable[[TrialRecord], Any], color: str, *, offset: float = 0.0
 ) -> None:
     """Pruned (hollow), reused (crosses) and other-learning-rate (grey dots) trials at ``x_of(trial)``."""
-    for pairs, kwargs in (
+    styles: tuple[tuple[list[tuple[TrialRecord, float]], dict[str, Any]], ...] = (
         (points.other_lr, {"s": 10, "color": "0.6", "alpha": 0.6, "linewidths": 0, "label": OTHER_LR_LABEL}),
         (points.reused, {"s": 30, "marker": "x", "color": "0.35", "linewidths": 1.0, "label": REUSED_LABEL}),
         (
             points.pruned,
             {"s": 34, "facecolors": "none", "edgecolors": color, "linewidths": 1.2, "label": PRUNED_LABEL},
         ),
-    ):
+    )
+    for pairs, kwargs in styles:
         if pairs:
             xs = [x_of(t) + offset for t, _ in pairs]
             ax.scatter(xs, [v for _, v in pairs], zorder=4, **kwargs)

@@ -226,7 +226,7 @@ def draw_strip(
                 zorder=3,
             )
             if iv.lo is not None and iv.hi is not None:
-                ax.vlines(i, iv.lo, iv.hi, color="0.35", lw=1.0, zorder=1, label=None)
+                ax.vlines(i, iv.lo, iv.hi, color="0.35", lw=1.0, zorder=1)
                 ax.hlines([iv.lo, iv.hi], i - 0.08, i + 0.08, color="0.35", lw=1.0, zorder=1)
         if pruned and pruned.get(name):
             scatter(i, pruned[name], "pruned: last reported value", s=34, facecolors="none", edgecolors=color,

@@ -36,13 +36,18 @@ BOOT_SEED = 0
 
 
 # ---- reading one trial ----------------------------------------------------------------------------------------------
+def _section(space: dict[str, Any], key: str) -> dict[str, Any]:
+    """A mapping of the stored space (``space``, ``train``), empty when absent."""
+    value = space.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def seed_of(t: TrialRecord, space: dict[str, Any]) -> Hashable:
     """The trial's seed: its ``seed`` attribute, else its searched seed, else the space's (None when unknown)."""
     for source, key in ((t.attrs, "seed"), (t.params, "seed"), (t.params, "train.seed")):
         if key in source and source[key] is not None:
             return source[key]
-    train = space.get("train") if isinstance(space.get("train"), dict) else {}
-    return train.get("seed", space.get("seed"))
+    return _section(space, "train").get("seed", space.get("seed"))
 
 
 def lr_of(t: TrialRecord, space: dict[str, Any]) -> float | None:
@@ -50,9 +55,7 @@ def lr_of(t: TrialRecord, space: dict[str, Any]) -> float | None:
     for source, key in ((t.attrs, "lr"), (t.params, "lr"), (t.params, "train.lr")):
         if key in source and (v := _as_float(source[key])) is not None:
             return v
-    dims = space.get("space") if isinstance(space.get("space"), dict) else {}
-    train = space.get("train") if isinstance(space.get("train"), dict) else {}
-    return _as_float(dims.get("lr", train.get("lr")))
+    return _as_float(_section(space, "space").get("lr", _section(space, "train").get("lr")))
 
 
 def is_reused(t: TrialRecord) -> bool:

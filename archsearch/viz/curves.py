@@ -8,7 +8,7 @@ every step all its replicates reported. Reused results repeat their twin's curve
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -87,10 +87,12 @@ def plot_learning_curves(
     if final:
         for arch in architectures(rec, obj):
             band = _band(rec, arch)
-            if band is None:
+            if band is None or arch.score is None:
                 continue
-            steps, lo, hi = band
-            ax.fill_between(steps, lo, hi, color=cmap(norm(arch.score.mean)), alpha=0.22, lw=0, zorder=1)
+            b_steps, b_lo, b_hi = band
+            ax.fill_between(
+                b_steps, b_lo, b_hi, color=cmap(norm(arch.score.mean)), alpha=0.22, lw=0, zorder=1
+            )
             n_bands += 1
     vals_all = np.array([v for t in with_curves for _, v in t.curve])
     finite = vals_all[np.isfinite(vals_all)]
@@ -101,7 +103,7 @@ def plot_learning_curves(
     if final:
         sm = mpl.cm.ScalarMappable(norm=norm, cmap=cmap)
         ax.figure.colorbar(sm, ax=ax, label=f"final {obj.label}")
-    handles = []
+    handles: list[Any] = []
     if best is not None:
         handles.append(
             Line2D(
@@ -145,4 +147,8 @@ def _band(rec: StudyRecords, arch: Architecture) -> tuple[list[int], list[float]
     ivs = [mean_interval([c[s] for c in curves]) for s in steps]
     if len(steps) < 2 or any(not np.isfinite(iv.mean) for iv in ivs):
         return None
-    return steps, [float(iv.lo) for iv in ivs], [float(iv.hi) for iv in ivs]
+    return (
+        steps,
+        [iv.mean - (iv.half_width or 0.0) for iv in ivs],
+        [iv.mean + (iv.half_width or 0.0) for iv in ivs],
+    )

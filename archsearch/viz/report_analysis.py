@@ -7,7 +7,7 @@ from typing import Any
 
 from archsearch.stats import Verdict, fmt
 from archsearch.viz._records import StudyRecords, _as_float
-from archsearch.viz.analysis import BOOT_SEED, N_BOOT, Architecture, StudyAnalysis
+from archsearch.viz.analysis import BOOT_SEED, N_BOOT, Architecture, StudyAnalysis, _section
 
 MAX_ROWS = 30
 
@@ -26,8 +26,7 @@ def _lr(lr: float | None) -> str:
 
 def sizing_lines(rec: StudyRecords) -> list[str]:
     """One line on how close the trials landed to the space's parameter budget (none without a budget)."""
-    dims = rec.space.get("space") if isinstance(rec.space.get("space"), dict) else {}
-    budget = _as_float(dims.get("budget"))
+    budget = _as_float(_section(rec.space, "space").get("budget"))
     if budget is None:
         return []
     sizes = sorted(

@@ -6,11 +6,12 @@ otherwise the two groups are compared side by side. Pruned and reused trials are
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from archsearch.viz._records import PlotNotApplicable, StudyRecords, as_records
+from archsearch.viz._records import PlotNotApplicable, StudyRecords, TrialRecord, as_records
 from archsearch.viz._replicates import (
     draw_others,
     group_intervals,
@@ -26,6 +27,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
 
 ROPE_COLORS = {True: "#d62728", False: "#1f77b4"}
+
+
+def _has_rope(t: TrialRecord, on: bool) -> bool:
+    return t.rope is on
 
 
 def plot_rope(
@@ -75,10 +80,8 @@ def plot_rope(
                 elinewidth=1,
                 label=f"RoPE {'on' if on else 'off'} ({n_trials(len(pairs))}; {mean_label(ivs)})",
             )
-            draw_others(
-                ax, points.only(lambda t, on=on: t.rope is on), lambda t: t.fractions.get("*", 0.0),
-                ROPE_COLORS[on], offset=dx,
-            )  # fmt: skip
+            mine = points.only(functools.partial(_has_rope, on=on))
+            draw_others(ax, mine, lambda t: t.fractions.get("*", 0.0), ROPE_COLORS[on], offset=dx)
         ax.set_xlabel(fraction_label("*"))
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles, strict=True))  # the pruned/reused entries of both series once
