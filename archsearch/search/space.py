@@ -297,6 +297,14 @@ def space_from_dict(data: Any, *, source: str = "search space", default_study: s
         from archsearch.stats import AnalysisRule
 
         sp.analysis = AnalysisRule.from_value(d["analysis"], source, "analysis")
+        task_metrics = [f"val/{t}/{m}" for t in (sp.tasks or {}) if t != "lm" for m in TASK_METRICS]
+        known = list(dict.fromkeys([*(o.name for o in sp.objectives), *BASE_OBJECTIVES, *task_metrics]))
+        if sp.analysis.objective is not None and sp.analysis.objective not in known:
+            raise v.fail(
+                "analysis.objective",
+                f"unknown objective; expected one of {', '.join(known)}, found {sp.analysis.objective!r}",
+                hint=did_you_mean(sp.analysis.objective, known),
+            )
     check_model_and_train(sp, v)
     check_combinations(sp, v)
     return sp

@@ -251,7 +251,12 @@ def analyse(rec: StudyRecords, objective: str | None = None) -> StudyAnalysis:
         objective: what to compare; the rule's objective, else the study's first.
     """
     rule = rule_of(rec)
-    obj = rec.objective(objective or rule.objective)
+    try:
+        obj = rec.objective(objective or rule.objective)
+    except ArchsearchError:
+        if objective is not None:
+            raise
+        obj = rec.objective()  # the rule names a metric this study never recorded: the report still goes on
     archs = architectures(rec, obj)
     scored = [a for a in archs if a.score is not None]
     ref, note = None, ""

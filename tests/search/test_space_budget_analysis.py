@@ -73,6 +73,7 @@ def test_analysis_round_trips_and_defaults():
         ({"alpha": 0.9}, "analysis.alpha", "expected a number in (0, 0.5]"),
         ({"correction": "holms"}, "analysis.correction", "did you mean 'holm'?"),
         ({"reference": ""}, "analysis.reference", "expected a non-empty string"),
+        ({"objective": "val_los"}, "analysis.objective", "did you mean 'val_loss'?"),
     ],
 )
 def test_bad_analysis_values_are_one_line_errors(value, key, words):
