@@ -123,6 +123,12 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"  # auto: bf16-mixed on CUDA with bf16, 32-true elsewhere
     compile: bool = False
+    # Whole training micro-steps (forward, loss, backward) as replayed CUDA graphs: "auto" graphs a single-device
+    # CUDA run when it is safe (static shapes, no data-dependent MoE routing, no fp16 loss scaling, no
+    # torch.compile, capture succeeds) and otherwise trains eagerly, logging why; "on" also refuses to start
+    # (BackendError) or to go on when it cannot graph; "off" always trains eagerly. The summary's `cuda_graphs`
+    # says which ran and why.
+    cuda_graphs: Literal["auto", "on", "off"] = "auto"
     devices: int | str = 1
     accelerator: str = "auto"
     strategy: Literal["auto", "single", "ddp", "fsdp"] = "auto"

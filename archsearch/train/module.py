@@ -4,6 +4,12 @@ the checkpoint extras that make a resumed run continue exactly.
 Exact resume = Lightning's state (weights, optimizer, scheduler, loop counters) + the datamodule's position (its
 ``state_dict``, which Lightning stores when the datamodule is passed to ``fit``) + every RNG state (stored here and
 put back at ``on_train_start``).
+
+Training steps run eagerly or, on a single CUDA device where it is safe (``cuda_graphs``), as a replayed CUDA graph
+of forward, loss and backward (:mod:`archsearch.train.graphs`). Both paths compute the losses with
+:func:`archsearch.train.step.compute_losses` and leave the rest to Lightning's automatic optimization: the graphed
+path returns its (already back-propagated) loss, :meth:`HybridLMModule.backward` then skips Lightning's backward,
+and gradients are zeroed in place after each optimizer step instead of set to None.
 """
 
 from __future__ import annotations
@@ -16,10 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archsearch.errors import BackendError
+from archsearch.train import graphs
 from archsearch.train.config import TrainConfig
 from archsearch.train.metrics import TaskMetrics, accuracy_names, summarise
 from archsearch.train.optim import WarmupCosine, make_optimizer
 from archsearch.train.resume import capture_rng, restore_rng
+from archsearch.train.step import compute_losses
 
 CKPT_KEY = "archsearch"  # our extras inside a Lightning checkpoint (plain data only)
 
@@ -56,6 +65,10 @@ class HybridLMModule(pl.LightningModule):
         self.last_val: dict[str, float] = {}
         self.last_loss: torch.Tensor | None = None  # the last micro-batch's LM loss (detached), for the guard
         self._pending_rng: dict[str, Any] | None = None
+        self.graphed: graphs.GraphedMicroStep | None = None  # the captured micro-step while graphs run
+        self.cuda_graphs = "undecided"  # how training ran: "graphed" or "eager: <reason>" (for the summary)
+        self._graphs_pending = False  # capture at the next training step
+        self._backward_done = False  # the graphed step already ran backward for the loss it returned
 
     # ---- optimisation -----------------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -70,19 +83,99 @@ class HybridLMModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        lm_loss, aux_loss = self.model.compute_loss(batch["input_ids"], batch["labels"])
+        ids, labels = batch["input_ids"], batch["labels"]
         nan_at = self.cfg.fault_injection.nan_at_step
-        if nan_at is not None and self.global_step >= nan_at:
-            lm_loss = lm_loss * float("nan")
+        poisoned = nan_at is not None and self.global_step >= nan_at
+        if self._graphs_pending:
+            self._start_graphs(ids, labels)
+        if self.graphed is not None:
+            stats = self.graphed.step(ids, labels, poisoned)  # forward + backward, replayed
+            lm_loss, aux_loss, mtp_losses = stats[0], stats[1], list(stats[2:])
+            has_aux = self.graphed.has_aux
+            self._backward_done = True
+        else:
+            losses = compute_losses(self.model, ids, labels, float("nan") if poisoned else None)
+            lm_loss, aux_loss, mtp_losses = losses.lm, losses.aux, losses.mtp
+            has_aux = torch.is_tensor(aux_loss) and aux_loss.requires_grad
         self.batches_seen += 1
         self.last_loss = lm_loss.detach()
         loss = lm_loss + aux_loss
-        self.log("train/loss", lm_loss, on_step=True, prog_bar=True)
-        if torch.is_tensor(aux_loss) and aux_loss.requires_grad:
+        # not on the progress bar: Lightning converts progress-bar values to numbers every step (a host sync);
+        # the bar reads train/loss itself when it refreshes (callbacks.ProgressBar)
+        self.log("train/loss", lm_loss, on_step=True)
+        if has_aux:
             self.log("train/aux_loss", aux_loss, on_step=True)
-        for depth, mtp_loss in enumerate(getattr(self.model, "last_mtp_losses", None) or (), start=1):
+        for depth, mtp_loss in enumerate(mtp_losses, start=1):
             self.log(f"train/mtp_{depth}_loss", mtp_loss, on_step=True)
         return loss
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """Lightning's backward, skipped for a loss whose backward the graphed step already ran (the callbacks'
+        ``on_before_backward``/``on_after_backward`` still see it, as in an eager step)."""
+        if self._backward_done:
+            self._backward_done = False
+            return
+        super().backward(loss, *args, **kwargs)
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
+        """Eager: gradients to None (Lightning's default). Graphed: nothing here (Lightning calls this after the
+        training step, which already back-propagated); :meth:`optimizer_step` zeroes them in place."""
+        if self.graphed is None:
+            super().optimizer_zero_grad(epoch, batch_idx, optimizer)
+
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
+    ) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if self.graphed is not None:
+            optimizer.zero_grad(set_to_none=False)  # the graph accumulates into these buffers
+
+    def on_validation_model_zero_grad(self) -> None:
+        if self.graphed is None:  # graphed: the gradients are already zero, in buffers that must stay
+            super().on_validation_model_zero_grad()
+
+    # ---- CUDA graphs ------------------------------------------------------------------------------------------
+    def _plan_graphs(self) -> None:
+        """At the start of training (after any checkpoint is restored): graph the steps, or say why not."""
+        trainer = self._trainer
+        reason = graphs.static_reason(
+            self.cfg,
+            device_type=self.device.type,
+            precision=str(trainer.precision) if trainer is not None else "32-true",
+            world=trainer.world_size if trainer is not None else 1,
+            model=self.model,
+        )
+        if reason is not None:
+            self._fall_back(reason, runtime=False)
+        self._graphs_pending = reason is None and self.graphed is None
+
+    def _start_graphs(self, ids: torch.Tensor, labels: torch.Tensor) -> None:
+        self._graphs_pending = False
+        step = graphs.GraphedMicroStep(
+            self.model,
+            accum=self.cfg.grad_accum,
+            poisonable=self.cfg.fault_injection.nan_at_step is not None,
+        )
+        try:
+            step.capture(ids, labels)
+        except graphs.CaptureFailed as exc:
+            self._fall_back(str(exc), runtime=True)
+            return
+        self.graphed = step
+        self.cuda_graphs = "graphed"
+
+    def _fall_back(self, reason: str, *, runtime: bool) -> None:
+        self.cuda_graphs = f"eager: {reason}"
+        requested = self.cfg.cuda_graphs
+        if requested == "on":
+            raise BackendError(f"cuda_graphs is on, but this run cannot be graphed: {reason}")
+        if requested != "off":
+            graphs.log_fallback(reason, requested=requested, runtime=runtime)
+
+    def on_train_end(self) -> None:
+        if self.graphed is not None:  # the gradient buffers stay; the graph's memory goes
+            self.graphed.release()
+            self.graphed = None
 
     def configure_gradient_clipping(
         self,
@@ -176,6 +269,7 @@ class HybridLMModule(pl.LightningModule):
         if self._pending_rng is not None:
             restore_rng(self._pending_rng)
             self._pending_rng = None
+        self._plan_graphs()
 
 
 def _key(name: str) -> str:
