@@ -1,4 +1,9 @@
-"""Lightning callbacks of a training run: divergence guard, throughput/MFU, periodic atomic checkpoints, faults."""
+"""Lightning callbacks of a training run: divergence guard, throughput/MFU, periodic atomic checkpoints, faults, and
+a progress bar that does not wait for the GPU every step.
+
+Each callback stands alone: they meet only through Lightning's hooks and the module's state (``last_loss``), so
+any of them can be left out or reordered.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 from archsearch.train.config import DivergenceConfig, FaultInjection
 
@@ -32,9 +38,11 @@ class DivergenceGuard(pl.Callback):
     Checks the module's ``last_loss`` (the unscaled LM loss) of every micro-batch. On CPU the check runs before
     that micro-batch's backward, so a non-finite loss never reaches the weights. On CUDA a per-step host sync would
     stall the launch queue, so the loss is copied to the host asynchronously and checked one micro-batch later
-    (a NaN step's update is applied, then the run stops); :meth:`flush` checks what is pending and runs before
-    every checkpoint, so a checkpoint never holds weights past a non-finite loss. ``step`` in the reasons is the
-    optimizer step whose loss it was (``global_step`` while it was computed, 0-based).
+    (a NaN step's update is applied, then the run stops); :meth:`flush` checks what is pending, and runs whenever a
+    checkpoint is saved (``on_save_checkpoint``, before anything is written), so a checkpoint never holds weights
+    past a non-finite loss. ``step`` in the reasons is the optimizer step whose loss it was (``global_step`` while
+    it was computed, 0-based). A graphed training step (train/graphs.py) has run its backward already when
+    ``on_before_backward`` comes, but not its optimizer step, so the same holds there.
     """
 
     def __init__(self, cfg: DivergenceConfig, vocab_size: int, warmup_steps: int):
@@ -71,6 +79,15 @@ class DivergenceGuard(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.flush()
 
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Settle the loss in flight before the checkpoint is written (raising :class:`Diverged` stops the save),
+        and store the smoothed loss that includes it."""
+        self.flush()
+        if isinstance(checkpoint.get("callbacks"), dict) and self.state_key in checkpoint["callbacks"]:
+            checkpoint["callbacks"][self.state_key] = self.state_dict()
+
     def check(self, step: int, loss_t: torch.Tensor | None) -> None:
         """Update the smoothed loss with ``loss_t`` and raise :class:`Diverged` when a rule fires."""
         if loss_t is None:
@@ -104,11 +121,18 @@ class DivergenceGuard(pl.Callback):
         self.min_ema = float(state_dict.get("min_ema", math.inf))
 
 
-class ThroughputMonitor(pl.Callback):
-    """Tokens/s and model FLOPs utilisation, logged every ``log_every`` optimizer steps.
+class TokenThroughput(pl.Callback):
+    """Tokens/s and model FLOPs utilisation, logged every ``log_every`` optimizer steps, and the time to the first
+    step.
 
-    Validation time is excluded. MFU = train FLOPs per token x tokens/s / (peak FLOP/s x devices); it is None
-    (logged as nothing, shown as n/a) without CUDA or without a FLOPs estimate.
+    Not Lightning's ``ThroughputMonitor``: that one synchronises with the GPU after every batch (which serialises
+    host and GPU and undoes what graphed steps gain) and logs through the trainer's private logger connector. This
+    one synchronises once per window of ``log_every`` steps. Validation and checkpoint writing are left out of the
+    training time: validation between its own hooks; a checkpoint from ``on_save_checkpoint`` (any callback's or
+    the run's save) to the next training batch, or to the window's end if that comes first.
+
+    MFU = train FLOPs per token x tokens/s / (peak FLOP/s x devices); it is None (logged as nothing, shown as n/a)
+    without CUDA or without a FLOPs estimate.
 
     Args:
         tokens_per_step: tokens per optimizer step over all ranks (batch x seq x accumulation x world).
@@ -130,19 +154,16 @@ class ThroughputMonitor(pl.Callback):
         self._window_steps = 0
         self._val_time = 0.0
         self._val_start: float | None = None
+        self._save_start: float | None = None
         self._last_step = -1
         self._excluded = 0.0
         self._windows = 0
-        self.warm_time = (
-            0.0  # training time and steps after the first window (compilation, autotuning excluded)
-        )
+        # training time and steps after the first window (compilation, autotuning, graph capture excluded)
+        self.warm_time = 0.0
         self.warm_steps = 0
         self.device_type = "cpu"
         self.last_tokens_per_s: float | None = None
-
-    def exclude(self, seconds: float) -> None:
-        """Leave ``seconds`` of the current window out of the training time (a checkpoint write, say)."""
-        self._excluded += seconds
+        self.first_step_at: float | None = None  # perf_counter() when this process's first step was done
 
     @staticmethod
     def _now(pl_module: pl.LightningModule) -> float:
@@ -157,6 +178,7 @@ class ThroughputMonitor(pl.Callback):
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._window_start is not None and not trainer.sanity_checking:
+            self._end_save(time.perf_counter())
             self._val_start = self._now(pl_module)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -164,12 +186,31 @@ class ThroughputMonitor(pl.Callback):
             self._val_time += self._now(pl_module) - self._val_start
             self._val_start = None
 
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # inside a validation, its own timer already leaves the time out
+        if self._window_start is not None and self._val_start is None and self._save_start is None:
+            self._save_start = self._now(pl_module)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._end_save(time.perf_counter())
+
+    def _end_save(self, now: float) -> None:
+        if self._save_start is not None:
+            self._excluded += now - self._save_start
+            self._save_start = None
+
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         step = trainer.global_step
         if step == self._last_step:
             return  # still accumulating
+        if self.first_step_at is None:
+            self.first_step_at = self._now(pl_module)
         self._window_steps += step - self._last_step
         self._last_step = step
         if step % self.log_every == 0:
@@ -177,11 +218,13 @@ class ThroughputMonitor(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._close_window(pl_module, log=False)
+        self._window_start = None  # saves after training (the run's last checkpoint) are not training time
 
     def _close_window(self, pl_module: pl.LightningModule, log: bool) -> None:
         if self._window_start is None or self._window_steps == 0:
             return
         now = self._now(pl_module)
+        self._end_save(now)
         elapsed = max(1e-9, now - self._window_start - self._val_time - self._excluded)
         self.train_time += elapsed
         self.steps += self._window_steps
@@ -226,22 +269,14 @@ class PeriodicCheckpoint(pl.Callback):
 
     On a step that also validates, the save waits for the end of that validation, so the checkpoint holds its
     result (best validation loss, history) and a resumed run does not repeat it; other steps save right after the
-    optimizer step.
+    optimizer step. Other callbacks act on a save through their own ``on_save_checkpoint`` (the divergence guard
+    settles its pending loss first; the throughput timer leaves the write out).
     """
 
-    def __init__(
-        self,
-        dirpath: Path,
-        every: int,
-        val_every: int,
-        guard: DivergenceGuard | None = None,
-        throughput: ThroughputMonitor | None = None,
-    ):
+    def __init__(self, dirpath: Path, every: int, val_every: int):
         self.path = Path(dirpath) / "last.ckpt"
         self.every = every
         self.val_every = val_every
-        self.guard = guard  # flushed first: never save weights past a non-finite loss
-        self.throughput = throughput  # told how long saving took, so tokens/s leaves it out
         self._last_saved = -1
 
     def _due(self, step: int) -> bool:
@@ -260,13 +295,8 @@ class PeriodicCheckpoint(pl.Callback):
             self.save(trainer)
 
     def save(self, trainer: pl.Trainer) -> None:
-        if self.guard is not None:
-            self.guard.flush()
-        start = time.perf_counter()
         trainer.save_checkpoint(self.path, weights_only=False)
         self._last_saved = trainer.global_step
-        if self.throughput is not None:
-            self.throughput.exclude(time.perf_counter() - start)
 
 
 class FaultInjector(pl.Callback):
@@ -292,3 +322,18 @@ class FaultInjector(pl.Callback):
     ) -> None:
         if self.faults.step_sleep_s:
             time.sleep(self.faults.step_sleep_s)
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, redrawn every ``refresh_rate`` micro-batches, with the last training loss.
+
+    The loss is not logged with ``prog_bar=True``: Lightning turns progress-bar values into numbers after every
+    batch, which waits for the GPU each step; this bar reads the logged loss only when it redraws.
+    """
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        loss = trainer.callback_metrics.get("train/loss")
+        if torch.is_tensor(loss):
+            items["train/loss"] = float(loss)
+        return items

@@ -3,7 +3,9 @@
 Everything a run writes goes to ``<runs_dir>/<name>/``: ``config.yaml`` (the resolved config, reloadable with
 ``--config``), ``logs/metrics.csv`` (+ ``tb/`` with TensorBoard), ``checkpoints/last.ckpt`` and ``summary.json``.
 The function is safe to call many times in one process (the sweep does): it keeps no module-level state, restores
-the logging levels it changes, and returns the summary dict.
+the logging levels it changes, and returns the summary dict. It points Triton's and Inductor's kernel caches at a
+persistent per-user directory (train/kernel_cache.py) unless the environment already chose one, so later runs and
+sweeps start from compiled kernels.
 """
 
 from __future__ import annotations
@@ -25,18 +27,20 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from archsearch.errors import ConfigError, StudyError
+from archsearch.errors import BackendError, ConfigError, StudyError
+from archsearch.train import graphs
 from archsearch.train.callbacks import (
     Diverged,
     DivergenceGuard,
     FaultInjector,
     PeriodicCheckpoint,
-    ThroughputMonitor,
+    TokenThroughput,
 )
 from archsearch.train.config import TrainConfig
+from archsearch.train.kernel_cache import use_kernel_caches
 from archsearch.train.module import CKPT_KEY, HybridLMModule
 from archsearch.train.resolve import resolve_model_config, resolve_pattern, run_name
-from archsearch.train.trainer import device_count, make_trainer, resolve_precision
+from archsearch.train.trainer import device_count, device_type, make_trainer, resolve_precision
 
 log = logging.getLogger("archsearch.train")
 
@@ -70,7 +74,9 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[pl.Callback] = ()) -> dict[st
     Returns:
         The summary: ``status`` ("ok", "diverged", "failed" for an out-of-memory run), ``reason``, ``name``,
         ``run_dir``, ``pattern``, ``params``, ``non_embedding_params``, ``steps``, ``tokens``, ``time_s``,
-        ``tokens_per_s``, ``mfu``, ``val_loss``, ``best_val_loss``, ``metrics`` (final ``val/...`` values) ...
+        ``time_to_first_step_s`` (from this call to the end of its first optimizer step), ``tokens_per_s``,
+        ``mfu``, ``cuda_graphs`` ("graphed" or "eager: <reason>"), ``val_loss``, ``best_val_loss``, ``metrics``
+        (final ``val/...`` values) ...
 
     Raises:
         ArchsearchError: a bad configuration, pattern or data (before training starts).
@@ -89,6 +95,7 @@ class _Run:
         self.cfg = cfg
         self.extra_callbacks = extra_callbacks
         self.started = time.time()
+        self.started_perf = time.perf_counter()  # the clock of time_to_first_step_s
 
     # ---- setup ------------------------------------------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
@@ -97,6 +104,7 @@ class _Run:
         from archsearch.model.presets import get_preset
 
         cfg = self.cfg
+        use_kernel_caches()  # before the model's kernels are imported: Triton reads the autotuning switch then
         base_model_cfg, preset_pattern = get_preset(cfg.preset)
         pattern = resolve_pattern(cfg, preset_pattern)
         if cfg.name is None:
@@ -131,6 +139,12 @@ class _Run:
 
         precision = resolve_precision(cfg.precision, cfg.accelerator)
         self.precision = precision
+        if cfg.cuda_graphs == "on":  # refuse now what cannot be graphed; later failures stop the run
+            why = graphs.static_reason(
+                cfg, device_type=device_type(cfg), precision=precision, world=device_count(cfg), model=model
+            )
+            if why is not None:
+                raise BackendError(f"cuda_graphs is on, but this run cannot be graphed: {why}")
         if _rank_zero():
             run_dir.mkdir(parents=True, exist_ok=True)
             self._write_config(run_dir, model_cfg)
@@ -145,24 +159,20 @@ class _Run:
         world = device_count(cfg)
         tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * world
         self.tokens_per_step = tokens_per_step
-        self.throughput = ThroughputMonitor(
+        self.throughput = TokenThroughput(
             tokens_per_step,
             _train_flops_per_token(pattern, model_cfg, cfg.seq_len),
             _peak_flops(cfg.card, precision),
             cfg.log_every,
         )
         own: list[pl.Callback] = []
-        guard = None
         if cfg.divergence.enabled:
-            guard = DivergenceGuard(cfg.divergence, model_cfg.vocab_size, cfg.warmup_steps)
-            own.append(guard)
+            own.append(DivergenceGuard(cfg.divergence, model_cfg.vocab_size, cfg.warmup_steps))
         if cfg.fault_injection.active:
             own.append(FaultInjector(cfg.fault_injection))
         own.append(self.throughput)
         self.saver = (
-            PeriodicCheckpoint(ckpt_dir, cfg.ckpt_interval, cfg.val_every, guard, self.throughput)
-            if cfg.checkpoint
-            else None
+            PeriodicCheckpoint(ckpt_dir, cfg.ckpt_interval, cfg.val_every) if cfg.checkpoint else None
         )
         if self.saver is not None:
             own.append(self.saver)
@@ -270,6 +280,7 @@ class _Run:
         tps = self.throughput.tokens_per_s
         steps = int(trainer.global_step)
         ckpt = self.saver.path if self.saver is not None and self.saver.path.exists() else None
+        first = self.throughput.first_step_at
         return {
             "status": status,
             "reason": reason,
@@ -283,9 +294,11 @@ class _Run:
             "max_steps": self.cfg.max_steps,
             "tokens": steps * self.tokens_per_step,
             "time_s": round(time.time() - self.started, 3),
+            "time_to_first_step_s": round(first - self.started_perf, 3) if first is not None else None,
             "train_time_s": round(self.throughput.train_time, 3),
             "tokens_per_s": _num(tps),
             "mfu": _num(self.throughput.mfu(tps, module)),
+            "cuda_graphs": module.cuda_graphs,
             "val_loss": metrics.get("val/loss"),
             "best_val_loss": _num(module.best_val_loss) if math.isfinite(module.best_val_loss) else None,
             "metrics": metrics,

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from archsearch.errors import BackendError, ConfigError
+from archsearch.train.callbacks import ProgressBar
 from archsearch.train.checkpoint_io import AtomicCheckpointIO
 from archsearch.train.config import TrainConfig
 
@@ -31,6 +32,11 @@ def resolve_precision(precision: str, accelerator: str = "auto") -> str:
     if _uses_cuda(accelerator) and torch.cuda.is_bf16_supported():
         return "bf16-mixed"
     return "32-true"
+
+
+def device_type(cfg: TrainConfig) -> str:
+    """``cuda`` when the run trains on CUDA devices, else ``cpu``."""
+    return "cuda" if _uses_cuda(cfg.accelerator) else "cpu"
 
 
 def _uses_cuda(accelerator: str) -> bool:
@@ -111,7 +117,11 @@ def make_trainer(
     cfg: TrainConfig, *, model: nn.Module, run_dir: Path, precision: str, callbacks: Sequence[pl.Callback]
 ) -> pl.Trainer:
     """The Trainer for ``cfg``: step-based validation every ``val_every`` optimizer steps, no sanity check, our
-    own gradient clipping (in the module) and checkpoint callback (Lightning's is off)."""
+    own gradient clipping (in the module) and checkpoint callback (Lightning's is off), and a progress bar that
+    redraws every ``log_every`` micro-batches (each redraw waits for the GPU)."""
+    callbacks = list(callbacks)
+    if not cfg.quiet:
+        callbacks.append(ProgressBar(refresh_rate=cfg.log_every))
     return pl.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
@@ -130,7 +140,7 @@ def make_trainer(
         enable_progress_bar=not cfg.quiet,
         enable_model_summary=False,
         logger=make_loggers(run_dir),
-        callbacks=list(callbacks),
+        callbacks=callbacks,
         deterministic=cfg.deterministic or None,
         default_root_dir=str(run_dir),
     )
