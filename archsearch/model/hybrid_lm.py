@@ -19,7 +19,7 @@ from torch.utils.checkpoint import checkpoint
 
 from archsearch.errors import ConfigError, PatternError
 from archsearch.layers.backend import static_step
-from archsearch.layers.norm import add_norm, fused_add_norm_available, make_norm
+from archsearch.layers.norm import AddNormImpl, add_norm, choose_add_norm, make_norm
 from archsearch.model.block import Block
 from archsearch.model.config import ModelConfig
 from archsearch.model.mtp import MultiTokenPrediction
@@ -98,6 +98,7 @@ class HybridLM(nn.Module):
         self.cfg = cfg
         self.pattern = pattern
         self.ce_chunk_tokens: int | None = None  # None: CE_CHUNK_ELEMS // vocab
+        self.add_norm_impl: AddNormImpl | None = None  # None: by width (layers.norm.choose_add_norm)
         vocab = cfg.padded_vocab_size
         self.embedding = nn.Embedding(vocab, cfg.d_model)
         self.layers = nn.ModuleList(Block(cfg, layer, i) for i, layer in enumerate(pattern.layers))
@@ -137,20 +138,21 @@ class HybridLM(nn.Module):
             module.aux_loss = None
         param_dtype = self.embedding.weight.dtype
         compute_dtype = _compute_dtype(input_ids.device.type, param_dtype)
-        fused = self._fused_norm(input_ids)
+        impl = self._add_norm_impl(input_ids)
         out, residual = self.embedding(input_ids), None  # (B, T, D)
         for block in self.layers:
             h, residual = add_norm(
-                out, residual, block.norm, residual_in_fp32=self.cfg.residual_in_fp32, fused=fused
+                out, residual, block.norm, residual_in_fp32=self.cfg.residual_in_fp32, impl=impl
             )
             out = block.mixer(h.to(compute_dtype))
-        h, _ = add_norm(out, residual, self.norm_f, residual_in_fp32=self.cfg.residual_in_fp32, fused=fused)
+        h, _ = add_norm(out, residual, self.norm_f, residual_in_fp32=self.cfg.residual_in_fp32, impl=impl)
         return h.to(compute_dtype)
 
-    def _fused_norm(self, input_ids: torch.Tensor) -> bool:
-        """Run the residual add + norm as mamba_ssm's Triton kernel: CUDA inputs, the kernel imports, and the
-        model's backend is not ``reference`` (which keeps every op in PyTorch)."""
-        return input_ids.is_cuda and self.cfg.backend != "reference" and fused_add_norm_available()
+    def _add_norm_impl(self, input_ids: torch.Tensor, decode: bool = False) -> AddNormImpl:
+        """How the residual add + norm runs (``add_norm_impl`` when set, else chosen by width and device)."""
+        if self.add_norm_impl is not None:
+            return self.add_norm_impl
+        return choose_add_norm(self.cfg.d_model, input_ids, self.cfg.backend, decode=decode)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, padded_vocab) for token ids (B, T)."""
@@ -255,12 +257,12 @@ class HybridLM(nn.Module):
             raise ConfigError(f"decode cache is full: max_seqlen {cache.max_seqlen} tokens already used")
         param_dtype = self.embedding.weight.dtype
         compute_dtype = _compute_dtype(input_ids.device.type, param_dtype)
-        fused = self._fused_norm(input_ids)
+        impl = self._add_norm_impl(input_ids, decode=True)
         out, residual = self.embedding(input_ids), None  # (B, 1, D)
         with static_step() if static else contextlib.nullcontext():  # compiled glue in the graph form only
             for block, layer_cache in zip(self.layers, cache.layers, strict=True):
                 h, residual = add_norm(
-                    out, residual, block.norm, residual_in_fp32=self.cfg.residual_in_fp32, fused=fused
+                    out, residual, block.norm, residual_in_fp32=self.cfg.residual_in_fp32, impl=impl
                 )
                 h = h.to(compute_dtype)
                 if layer_cache is not None or (static and hasattr(block.mixer, "step")):
@@ -273,7 +275,7 @@ class HybridLM(nn.Module):
             cache.position.add_(input_ids.shape[1])
         else:
             cache.seqlen_offset += input_ids.shape[1]
-        h, _ = add_norm(out, residual, self.norm_f, residual_in_fp32=self.cfg.residual_in_fp32, fused=fused)
+        h, _ = add_norm(out, residual, self.norm_f, residual_in_fp32=self.cfg.residual_in_fp32, impl=impl)
         return self.lm_head(h.to(compute_dtype))
 
 
@@ -340,7 +342,8 @@ def chunked_cross_entropy(
     for start in range(0, h.shape[0], chunk_tokens):
         hc, yc = h[start : start + chunk_tokens], y[start : start + chunk_tokens]
         if use_ckpt:
-            total = total + checkpoint(_ce_sum, hc, weight, yc, use_reentrant=False)
+            # no RNG in the loss: not saving the generators' state keeps this capturable in a CUDA graph
+            total = total + checkpoint(_ce_sum, hc, weight, yc, use_reentrant=False, preserve_rng_state=False)
         else:
             total = total + _ce_sum(hc, weight, yc)
     count = (y != IGNORE_INDEX).sum().clamp_min(1)

@@ -71,7 +71,7 @@ def test_fused_add_norm_matches_pytorch_forward_and_backward(kind, first):
         norm.zero_grad()
         x = x0.clone().requires_grad_(True)
         r = None if r0 is None else r0.clone().requires_grad_(True)
-        h, res = add_norm(x, r, norm, residual_in_fp32=True, fused=fused)
+        h, res = add_norm(x, r, norm, residual_in_fp32=True, impl="triton" if fused else "torch")
         assert res.dtype == torch.float32
         # Both outputs cast to the compute dtype, as HybridLM does: the same bf16 rounding of the incoming
         # gradient on both sides (dweight sums 256 rows of it, so unequal rounding alone would exceed 1e-2).
