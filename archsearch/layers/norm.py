@@ -167,7 +167,8 @@ _COMPILE_FAILED = False
 
 @functools.cache
 def _compiled() -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-    return torch.compile(add_norm_functional, fullgraph=True)
+    # static shapes: one width and one training shape per process; validation shapes get their own entries
+    return torch.compile(add_norm_functional, fullgraph=True, dynamic=False)
 
 
 def _add_norm_compiled(

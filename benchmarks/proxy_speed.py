@@ -1,0 +1,534 @@
+"""Proxy training speed on one card, every way in one run: archsearch eager and graphed (through ``train()``, the code
+path of ``archsearch train``), archsearch's and mamba_ssm's models in a bare loop (eager and one CUDA graph per step),
+and fused same-shape members when ``archsearch.train.fused`` is installed.
+
+Each row reports tokens/s, MFU, the share of wall time the GPU is busy and the time to the first step:
+
+- ``train()`` rows: tokens/s and MFU are the run summary's (steady state: the first ``log_every`` window, which
+  holds compilation and graph capture, left out), time to first step is the summary's ``time_to_first_step_s``
+  (from the ``train()`` call, in a process that already trained once, except for the first row). GPU busy comes
+  from a second, shorter run of the same configuration with CUDA kernel tracing over its last steps (so the
+  tracing costs none of the reported tokens/s).
+- bare rows: a loop of forward, loss, backward, clip 1.0 and fused AdamW (capturable in the graphed form, whole
+  step in one graph as torch.cuda.graph's documentation captures a network); time to first step from building the
+  model to the end of the first step (warm-up and capture included).
+- ``startup``: a fresh Python process training the graphed configuration for a few steps with the kernel caches
+  the rows above filled (what a sweep's next trial finds): import time plus ``time_to_first_step_s``.
+- ``fused-N``: ``archsearch.train.fused.train_fused(cfgs)`` with N configurations of the same shape (seeds 0..N-1)
+  must return a dict with ``tokens_per_s`` (all members together) and may add ``mfu`` and ``time_to_first_step_s``;
+  without that module or function the row says "not available".
+
+Shape (shared/reference/anchors.md, "Small proxies on one H200"): the ``10m`` preset's 24-layer 8% hybrid
+``M-M-M--*M-M-M-M-*M--M-M-`` (6.3M parameters), byte vocabulary, 32 x 1024 tokens a step, bf16 autocast, fp32
+weights, fused AdamW, clip 1.0. The mamba_ssm model has the same 12 mixers in order (attention at blocks 3 and 8,
+no RoPE: its rotary kernel needs flash_attn) each followed by SwiGLU 512, the parameter count of the GELU 768 MLPs.
+MFU = the cost model's training FLOPs per token of the archsearch model x tokens/s / 989e12 (dense bf16, H100/H200).
+
+    python benchmarks/proxy_speed.py --out proxy_speed.json
+    python benchmarks/proxy_speed.py --device cpu --smoke      # tiny shapes in seconds (a test runs it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from archsearch.train.kernel_cache import use_kernel_caches  # noqa: E402
+
+use_kernel_caches()  # before torch, Triton or mamba_ssm are imported: Triton reads the autotuning switch then
+
+import lightning.pytorch as pl  # noqa: E402
+import torch  # noqa: E402
+
+PEAK_FLOPS = 989e12  # dense bf16 of an H100/H200 SXM, the anchors' MFU denominator
+PATTERN = "M-M-M--*M-M-M-M-*M--M-M-"
+SMOKE = dict(preset="toy", pattern="M-*-", batch=2, seq=32, steps=6, log_every=2, profile_steps=2)
+FULL = dict(preset="10m", pattern=PATTERN, batch=32, seq=1024, steps=80, log_every=10, profile_steps=10)
+ROWS = ("eager", "graphed", "bare-archsearch", "bare-mamba_ssm", "startup", "fused")
+
+
+# ---- configurations ---------------------------------------------------------------------------------------------
+def train_config(
+    shape: dict, device: str, runs_dir: str, name: str, cuda_graphs: str, steps: int, seed: int = 0
+):
+    from archsearch.train.config import TrainConfig
+
+    return TrainConfig(
+        preset=shape["preset"],
+        pattern=shape["pattern"],
+        seq_len=shape["seq"],
+        batch_size=shape["batch"],
+        max_steps=steps,
+        log_every=shape["log_every"],
+        val_every=steps + 1,  # only train()'s final validation
+        val_batches=1,
+        checkpoint=False,
+        quiet=True,
+        runs_dir=runs_dir,
+        name=name,
+        seed=seed,
+        accelerator="gpu" if device == "cuda" else "cpu",
+        cuda_graphs=cuda_graphs,
+    )
+
+
+def flops_per_token(shape: dict) -> float | None:
+    """Training FLOPs per token of the archsearch model (the cost model's, as the run summary's MFU uses)."""
+    from archsearch.cost import estimate
+    from archsearch.model.presets import get_preset
+
+    cfg, _ = get_preset(shape["preset"])
+    try:
+        return float(
+            estimate(
+                shape["pattern"], cfg.replace(vocab_size=256), seq_len=shape["seq"]
+            ).flops_train_per_token
+        )
+    except Exception:  # noqa: BLE001  (MFU is optional)
+        return None
+
+
+def mfu(tokens_per_s: float | None, fpt: float | None, device: str) -> float | None:
+    if tokens_per_s is None or fpt is None or device != "cuda":
+        return None
+    return round(fpt * tokens_per_s / PEAK_FLOPS, 4)
+
+
+# ---- GPU busy share ---------------------------------------------------------------------------------------------
+def busy_seconds(prof: Any) -> tuple[float, int]:
+    """Seconds covered by at least one CUDA kernel, copy or fill in a profile (overlaps counted once), and how many
+    such device events there were."""
+    spans = sorted(
+        (e.time_range.start, e.time_range.end)
+        for e in prof.events()
+        if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA
+    )
+    busy, end = 0.0, -math.inf
+    for start, stop in spans:
+        if start > end:
+            busy += stop - start
+            end = stop
+        elif stop > end:
+            busy += stop - end
+            end = stop
+    return busy / 1e6, len(spans)
+
+
+def profiled(fn: Any) -> tuple[float, int]:
+    """Run ``fn`` under CUDA kernel tracing; returns (GPU busy share of the wall time, device events)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+    busy, events = busy_seconds(prof)
+    return round(busy / wall, 3), events
+
+
+class BusyProbe(pl.Callback):
+    """Traces CUDA kernels over ``steps`` optimizer steps from ``first_step`` of a run; ``share`` is the GPU busy
+    share of their wall time."""
+
+    def __init__(self, first_step: int, steps: int):
+        self.first_step, self.steps = first_step, steps
+        self.share: float | None = None
+        self.events = 0
+        self._prof: Any = None
+        self._t0 = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self._prof is None and trainer.global_step == self.first_step:
+            from torch.profiler import ProfilerActivity, profile
+
+            self._prof = profile(activities=[ProfilerActivity.CUDA])
+            self._prof.__enter__()
+            torch.cuda.synchronize()
+            self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if (
+            self._prof is not None
+            and self.share is None
+            and trainer.global_step >= self.first_step + self.steps
+        ):
+            torch.cuda.synchronize()
+            wall = time.perf_counter() - self._t0
+            self._prof.__exit__(None, None, None)
+            busy, self.events = busy_seconds(self._prof)
+            self.share = round(busy / wall, 3)
+
+
+# ---- rows ---------------------------------------------------------------------------------------------------------
+def train_row(shape: dict, device: str, runs_dir: str, cuda_graphs: str, fpt: float | None) -> dict:
+    """archsearch through train(): a speed run, then a shorter run with kernel tracing over its last steps."""
+    from archsearch.train.run import train
+
+    tag = "graphed" if cuda_graphs == "on" else "eager"
+    s = train(train_config(shape, device, runs_dir, tag, cuda_graphs, shape["steps"]))
+    row: dict[str, Any] = {
+        "status": s["status"],
+        "cuda_graphs": s["cuda_graphs"],
+        "tokens_per_s": _round(s["tokens_per_s"]),
+        "mfu": mfu(s["tokens_per_s"], fpt, device),
+        "summary_mfu": s["mfu"],
+        "time_to_first_step_s": s["time_to_first_step_s"],
+        "steps": s["steps"],
+        "gpu_busy": None,
+    }
+    if device == "cuda":
+        n = shape["profile_steps"]
+        steps = 2 * shape["log_every"] + n
+        probe = BusyProbe(steps - n, n)
+        train(train_config(shape, device, runs_dir, f"{tag}-profile", cuda_graphs, steps), callbacks=[probe])
+        row["gpu_busy"], row["device_events"] = probe.share, probe.events
+    return row
+
+
+def bare_loop(model: Any, loss_fn: Any, shape: dict, steps: int, graphed: bool, started: float) -> dict:
+    """forward + loss + backward + clip + fused AdamW on one fixed batch; eager, or the whole step in one graph."""
+    from archsearch.train.optim import param_groups
+
+    b, t = shape["batch"], shape["seq"]
+    ids = torch.randint(0, 256, (b, t), device="cuda")
+    labels = torch.roll(ids, -1, dims=1)
+    # the run's AdamW (fused); capturable for the graph, whose float learning rate is baked in (fine for timing)
+    opt = torch.optim.AdamW(
+        param_groups(model, 0.1), lr=1e-3, betas=(0.9, 0.95), eps=1e-8, fused=True, capturable=graphed
+    )
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not graphed):
+            loss = loss_fn(ids, labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    run = step
+    if graphed:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph):
+            step()
+        run = graph.replay
+    run()
+    torch.cuda.synchronize()
+    first = time.perf_counter() - started
+    for _ in range(5):
+        run()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        run()
+    torch.cuda.synchronize()
+    step_s = (time.perf_counter() - t0) / steps
+
+    def some() -> None:
+        for _ in range(shape["profile_steps"]):
+            run()
+
+    busy, events = profiled(some)
+    return {
+        "status": "ok",
+        "step_ms": round(1e3 * step_s, 2),
+        "tokens_per_s": round(b * t / step_s),
+        "time_to_first_step_s": round(first, 3),
+        "gpu_busy": busy,
+        "device_events": events,
+    }
+
+
+def bare_archsearch(shape: dict, steps: int, graphed: bool) -> dict:
+    from archsearch.model.build import build_model
+    from archsearch.model.presets import get_preset
+
+    started = time.perf_counter()
+    cfg, _ = get_preset(shape["preset"])
+    model = build_model(shape["pattern"], cfg.replace(vocab_size=256), device="cuda")
+
+    def loss_fn(ids, labels):
+        lm, aux = model.compute_loss(ids, labels)  # what the module's training step computes
+        return lm + aux
+
+    return bare_loop(model, loss_fn, shape, steps, graphed, started)
+
+
+def mamba_ssm_model(shape: dict) -> Any:
+    """MambaLMHeadModel with the pattern's mixers in order, each followed by SwiGLU (see the module docstring)."""
+    from mamba_ssm.models.config_mamba import MambaConfig
+    from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
+
+    from archsearch.model.presets import get_preset
+
+    cfg, _ = get_preset(shape["preset"])
+    mixers = [s for s in shape["pattern"] if s in "M*"]
+    d, a, m2 = cfg.d_model, cfg.attention, cfg.mamba2
+    head_dim = a.head_dim or d // a.n_heads
+    config = MambaConfig(
+        d_model=d,
+        d_intermediate=512 if shape["preset"] == "10m" else 2 * d,
+        n_layer=len(mixers),
+        vocab_size=256,
+        ssm_cfg={
+            "layer": "Mamba2",
+            "d_state": m2.d_state,
+            "headdim": m2.headdim,
+            "expand": m2.expand,
+            "ngroups": m2.ngroups,
+            "d_conv": m2.d_conv,
+            "chunk_size": m2.chunk_size,
+        },
+        attn_layer_idx=[i for i, s in enumerate(mixers) if s == "*"],
+        attn_cfg={
+            "num_heads": a.n_heads,
+            "num_heads_kv": a.n_kv_heads,
+            "head_dim": head_dim,
+            "rotary_emb_dim": 0,
+        },
+        rms_norm=True,
+        residual_in_fp32=True,
+        fused_add_norm=True,
+        pad_vocab_size_multiple=cfg.pad_vocab_to,
+        tie_embeddings=cfg.tie_embeddings,
+    )
+    return MambaLMHeadModel(config, device="cuda")
+
+
+def bare_mamba_ssm(shape: dict, steps: int, graphed: bool) -> dict:
+    import torch.nn.functional as F
+
+    started = time.perf_counter()
+    model = mamba_ssm_model(shape)
+
+    def loss_fn(ids, labels):
+        logits = model(ids).logits
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1))
+
+    row = bare_loop(model, loss_fn, shape, steps, graphed, started)
+    row["params"] = sum(p.numel() for p in model.parameters())
+    return row
+
+
+def startup_row(shape: dict, runs_dir: str) -> dict:
+    """A fresh process (warm kernel caches) training the graphed configuration for a few steps."""
+    cfg = train_config(shape, "cuda", runs_dir, "startup", "auto", 2 * shape["log_every"])
+    code = (
+        "import time; t0 = time.perf_counter()\n"
+        "import json, sys\n"
+        "from archsearch.train.config import TrainConfig\n"
+        "from archsearch.train.run import train\n"
+        "imported = time.perf_counter() - t0\n"
+        "s = train(TrainConfig.from_dict(json.loads(sys.argv[1])))\n"
+        "print(json.dumps({'import_s': imported, 'time_to_first_step_s': s['time_to_first_step_s'],"
+        " 'cuda_graphs': s['cuda_graphs'], 'status': s['status']}))\n"
+    )
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    )
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(cfg.to_dict())],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        return {"status": "error", "reason": (done.stderr.strip().splitlines() or ["?"])[-1]}
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    ttfs = out["time_to_first_step_s"]
+    return {
+        "status": out["status"],
+        "cuda_graphs": out["cuda_graphs"],
+        "import_s": round(out["import_s"], 2),
+        "time_to_first_step_s": ttfs,
+        "process_to_first_step_s": round(out["import_s"] + ttfs, 2) if ttfs is not None else None,
+        "process_wall_s": round(wall, 2),
+    }
+
+
+def fused_row(shape: dict, device: str, runs_dir: str, members: int, fpt: float | None) -> dict:
+    """``archsearch.train.fused.train_fused`` over ``members`` same-shape configurations, when it exists."""
+    try:
+        fused = importlib.import_module("archsearch.train.fused")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("archsearch.train.fused",):
+            raise
+        return {"status": "not available", "reason": "archsearch.train.fused is not installed"}
+    entry = getattr(fused, "train_fused", None)
+    if entry is None:
+        return {"status": "not available", "reason": "archsearch.train.fused has no train_fused(cfgs)"}
+    cfgs = [
+        train_config(shape, device, runs_dir, f"fused{members}-{i}", "auto", shape["steps"], seed=i)
+        for i in range(members)
+    ]
+    out = entry(cfgs)
+    tps = out.get("tokens_per_s")
+    return {
+        "status": out.get("status", "ok"),
+        "tokens_per_s": _round(tps),
+        "mfu": out.get("mfu", mfu(tps, fpt, device)),
+        "time_to_first_step_s": out.get("time_to_first_step_s"),
+        "gpu_busy": out.get("gpu_busy"),
+    }
+
+
+# ---- driver -------------------------------------------------------------------------------------------------------
+def _round(x: float | None) -> int | None:
+    return None if x is None else round(x)
+
+
+def _guarded(fn: Any, *args: Any) -> dict:
+    """A row, or the error that stopped it (the other rows still run)."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001  (a benchmark reports what broke and goes on)
+        text = str(exc).strip().splitlines()
+        return {"status": "error", "reason": f"{type(exc).__name__}: {text[0] if text else ''}"}
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def run(args: argparse.Namespace) -> dict:
+    shape = dict(SMOKE if args.smoke else FULL)
+    if args.steps:
+        shape["steps"] = args.steps
+    device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device here (use --device cpu --smoke)")
+    want = set(args.rows.split(","))
+    fpt = flops_per_token(shape)
+    runs_dir = tempfile.mkdtemp(prefix="proxy_speed_")
+    rows: dict[str, dict] = {}
+    no_cuda = {"status": "not available", "reason": "needs CUDA"}
+    try:
+        if "eager" in want:
+            rows["archsearch eager (train)"] = _guarded(train_row, shape, device, runs_dir, "off", fpt)
+        if "graphed" in want:
+            rows["archsearch graphed (train)"] = (
+                _guarded(train_row, shape, device, runs_dir, "on", fpt) if device == "cuda" else no_cuda
+            )
+        for graphed in (False, True):
+            kind = "graphed" if graphed else "eager"
+            if "bare-archsearch" in want:
+                rows[f"archsearch bare loop, {kind}"] = (
+                    _guarded(bare_archsearch, shape, shape["steps"] // 2, graphed)
+                    if device == "cuda"
+                    else no_cuda
+                )
+            if "bare-mamba_ssm" in want:
+                key = f"mamba_ssm MambaLMHeadModel bare loop, {kind}"
+                if device != "cuda":
+                    rows[key] = no_cuda
+                elif importlib.util.find_spec("mamba_ssm") is None:
+                    rows[key] = {"status": "not available", "reason": "mamba_ssm is not installed"}
+                else:
+                    rows[key] = _guarded(bare_mamba_ssm, shape, shape["steps"] // 2, graphed)
+        if "startup" in want:
+            rows["startup: fresh process, graphed"] = (
+                _guarded(startup_row, shape, runs_dir) if device == "cuda" else no_cuda
+            )
+        if "fused" in want:
+            for n in (int(x) for x in args.fused.split(",") if x):
+                rows[f"fused, {n} members"] = _guarded(fused_row, shape, device, runs_dir, n, fpt)
+    finally:
+        shutil.rmtree(runs_dir, ignore_errors=True)
+    for row in rows.values():
+        if "tokens_per_s" in row and "mfu" not in row:
+            row["mfu"] = mfu(row["tokens_per_s"], fpt, device)
+    return {
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "mamba_ssm": _version("mamba_ssm"),
+        "date": time.strftime("%Y-%m-%d"),
+        "shape": {k: shape[k] for k in ("preset", "pattern", "batch", "seq", "steps")},
+        "flops_per_token": fpt,
+        "kernel_caches": {k: os.environ.get(k) for k in ("TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR")},
+        "rows": rows,
+    }
+
+
+def _version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def table(result: dict) -> str:
+    """The rows as a Markdown table (for benchmarks/RESULTS.md)."""
+    lines = [
+        f"{result['device']}, torch {result['torch']}, mamba_ssm {result['mamba_ssm']}, {result['date']}; "
+        f"{result['shape']}",
+        "",
+        "| what | tokens/s | MFU | GPU busy | time to first step (s) | note |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for name, r in result["rows"].items():
+        if r.get("status") not in ("ok", None) and "tokens_per_s" not in r:
+            lines.append(f"| {name} | | | | | {r.get('status')}: {r.get('reason', '')} |")
+            continue
+        note = r.get("cuda_graphs", "")
+        if "process_to_first_step_s" in r:
+            note = f"imports {r['import_s']} s + train() {r['time_to_first_step_s']} s; {note}"
+        cells = [
+            f"{r['tokens_per_s']:,}" if r.get("tokens_per_s") else "",
+            f"{r['mfu']:.3f}" if r.get("mfu") is not None else "",
+            f"{r['gpu_busy']:.2f}" if r.get("gpu_busy") is not None else "",
+            str(r.get("process_to_first_step_s", r.get("time_to_first_step_s", ""))),
+        ]
+        lines.append(f"| {name} | {' | '.join(cells)} | {note} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes (toy preset, 2 x 32 tokens, 6 steps)")
+    ap.add_argument(
+        "--steps", type=int, default=0, help="optimizer steps of the train() speed runs (default 80)"
+    )
+    ap.add_argument("--rows", default=",".join(ROWS), help=f"comma list of {', '.join(ROWS)}")
+    ap.add_argument("--fused", default="4,8,16", help="member counts of the fused rows")
+    ap.add_argument("--out", default=None, help="write the result as JSON here")
+    args = ap.parse_args(argv)
+    unknown = set(args.rows.split(",")) - set(ROWS)
+    if unknown:
+        ap.error(f"--rows: unknown {', '.join(sorted(unknown))} (choose from {', '.join(ROWS)})")
+    result = run(args)
+    print(table(result), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
