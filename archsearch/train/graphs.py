@@ -200,6 +200,8 @@ class GraphedMicroStep:
         self.release()
         for p in params:
             p.grad = None
+        with contextlib.suppress(Exception):  # let a failed capture's stream settle before eager work goes on
+            torch.cuda.synchronize(self.device)
 
 
 def _same_layout(a: torch.Tensor, b: torch.Tensor | None) -> bool:
@@ -233,9 +235,11 @@ def _rng_kept(device: torch.device) -> Iterator[None]:
     cpu, cuda = torch.get_rng_state(), torch.cuda.get_rng_state(device)
     try:
         yield
-    finally:
-        torch.set_rng_state(cpu)
-        torch.cuda.set_rng_state(cuda, device)
+    finally:  # put back only what changed: the usual step draws nothing
+        if not torch.equal(torch.get_rng_state(), cpu):
+            torch.set_rng_state(cpu)
+        if not torch.equal(torch.cuda.get_rng_state(device), cuda):
+            torch.cuda.set_rng_state(cuda, device)
 
 
 def log_fallback(reason: str, *, requested: str, runtime: bool) -> None:
