@@ -21,8 +21,9 @@ Each row reports tokens/s, MFU, the share of wall time the GPU is busy and the t
 Shape (shared/reference/anchors.md, "Small proxies on one H200"): the ``10m`` preset's 24-layer 8% hybrid
 ``M-M-M--*M-M-M-M-*M--M-M-`` (6.3M parameters), byte vocabulary, 32 x 1024 tokens a step, bf16 autocast, fp32
 weights, fused AdamW, clip 1.0. The mamba_ssm model has the same 12 mixers in order (attention at blocks 3 and 8,
-no RoPE: its rotary kernel needs flash_attn) each followed by SwiGLU 512, the parameter count of the GELU 768 MLPs.
-MFU = the cost model's training FLOPs per token of the archsearch model x tokens/s / 989e12 (dense bf16, H100/H200).
+causal, no RoPE: its rotary kernel needs flash_attn) each followed by SwiGLU 512, the parameter count of the GELU
+768 MLPs. MFU = the cost model's training FLOPs per token of the archsearch model x tokens/s / 989e12 (dense bf16,
+H100/H200).
 
     python benchmarks/proxy_speed.py --out proxy_speed.json
     python benchmarks/proxy_speed.py --device cpu --smoke      # tiny shapes in seconds (a test runs it)
@@ -308,6 +309,7 @@ def mamba_ssm_model(shape: dict) -> Any:
             "num_heads_kv": a.n_kv_heads,
             "head_dim": head_dim,
             "rotary_emb_dim": 0,
+            "causal": True,  # MHA defaults to bidirectional
         },
         rms_norm=True,
         residual_in_fp32=True,

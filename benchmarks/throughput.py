@@ -56,7 +56,14 @@ def baseline_model(size: dict, stack: str):
         vocab_size=32000,
         ssm_cfg={"layer": "Mamba2", "d_state": 128, "headdim": 64, "ngroups": 8},
         attn_layer_idx=attn_idx,
-        attn_cfg={"num_heads": d // 128, "num_heads_kv": d // 512, "head_dim": 128, "rotary_emb_dim": 0},
+        # causal: MHA defaults to bidirectional attention (more work than a causal LM does)
+        attn_cfg={
+            "num_heads": d // 128,
+            "num_heads_kv": d // 512,
+            "head_dim": 128,
+            "rotary_emb_dim": 0,
+            "causal": True,
+        },
         rms_norm=True,
         residual_in_fp32=True,
         fused_add_norm=True,

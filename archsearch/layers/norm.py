@@ -180,8 +180,8 @@ def _add_norm_compiled(
     residual_in_fp32: bool,
     rms: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`add_norm_functional` compiled; if compiling fails, a warning and the eager code from then on (compilation
-    happens at the first calls, in a run's first steps or a CUDA-graph warm-up, never mid-capture)."""
+    """:func:`add_norm_functional` compiled; if compiling fails, a warning and the eager code from then on
+    (compilation happens at the first calls, in a run's first steps or a CUDA-graph warm-up, never mid-capture)."""
     global _COMPILE_FAILED
     if not _COMPILE_FAILED:
         try:
