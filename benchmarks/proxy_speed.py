@@ -178,33 +178,70 @@ class BusyProbe(pl.Callback):
 
 
 # ---- rows ---------------------------------------------------------------------------------------------------------
+class GraphTimer(pl.Callback):
+    """At the end of a graphed run, the GPU time of the captured micro-step, replayed back to back (CUDA events):
+    what a step costs the GPU with no host in the way (the optimizer step, outside the graph, comes on top)."""
+
+    def __init__(self, reps: int = 20):
+        self.reps = reps
+        self.ms: float | None = None
+
+    def on_train_end(self, trainer, pl_module):  # callbacks' hooks run before the module releases its graph
+        step = getattr(pl_module, "graphed", None)
+        if step is not None and step.graph is not None:
+            self.ms = round(_event_ms(step.graph.replay, self.reps), 3)
+
+
+def _event_ms(fn: Any, reps: int) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    fn()
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(reps):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / reps
+
+
 def train_row(shape: dict, device: str, runs_dir: str, cuda_graphs: str, fpt: float | None) -> dict:
-    """archsearch through train(): a speed run, then a shorter run with kernel tracing over its last steps."""
+    """archsearch through train(), as ``archsearch train`` runs it."""
     from archsearch.train.run import train
 
     tag = "graphed" if cuda_graphs == "on" else "eager"
-    s = train(train_config(shape, device, runs_dir, tag, cuda_graphs, shape["steps"]))
-    row: dict[str, Any] = {
+    timer = GraphTimer()
+    s = train(train_config(shape, device, runs_dir, tag, cuda_graphs, shape["steps"]), callbacks=[timer])
+    tps = s["tokens_per_s"]
+    return {
         "status": s["status"],
         "cuda_graphs": s["cuda_graphs"],
-        "tokens_per_s": _round(s["tokens_per_s"]),
-        "mfu": mfu(s["tokens_per_s"], fpt, device),
+        "tokens_per_s": _round(tps),
+        "step_ms": round(1e3 * shape["batch"] * shape["seq"] / tps, 2) if tps else None,
+        "graph_gpu_ms": timer.ms,
+        "mfu": mfu(tps, fpt, device),
         "summary_mfu": s["mfu"],
         "time_to_first_step_s": s["time_to_first_step_s"],
         "steps": s["steps"],
-        "gpu_busy": None,
     }
-    if device == "cuda":
-        n = shape["profile_steps"]
-        steps = 2 * shape["log_every"] + n
-        probe = BusyProbe(steps - n, n)
-        train(train_config(shape, device, runs_dir, f"{tag}-profile", cuda_graphs, steps), callbacks=[probe])
-        row["gpu_busy"], row["device_events"] = probe.share, probe.events
-    return row
 
 
-def bare_loop(model: Any, loss_fn: Any, shape: dict, steps: int, graphed: bool, started: float) -> dict:
-    """forward + loss + backward + clip + fused AdamW on one fixed batch; eager, or the whole step in one graph."""
+def train_busy(shape: dict, device: str, runs_dir: str, cuda_graphs: str) -> dict:
+    """A shorter run of the same configuration with CUDA kernel tracing over its last steps."""
+    from archsearch.train.run import train
+
+    tag = "graphed" if cuda_graphs == "on" else "eager"
+    n = shape["profile_steps"]
+    steps = 2 * shape["log_every"] + n
+    probe = BusyProbe(steps - n, n)
+    train(train_config(shape, device, runs_dir, f"{tag}-profile", cuda_graphs, steps), callbacks=[probe])
+    return {"gpu_busy": probe.share, "device_events": probe.events}
+
+
+def bare_loop(
+    model: Any, loss_fn: Any, shape: dict, steps: int, graphed: bool, started: float
+) -> tuple[dict, Any]:
+    """forward + loss + backward + clip + fused AdamW on one fixed batch; eager, or the whole step in one graph.
+    Returns the row and the step function (for kernel tracing later)."""
     from archsearch.train.optim import param_groups
 
     b, t = shape["batch"], shape["seq"]
@@ -247,23 +284,18 @@ def bare_loop(model: Any, loss_fn: Any, shape: dict, steps: int, graphed: bool, 
         run()
     torch.cuda.synchronize()
     step_s = (time.perf_counter() - t0) / steps
-
-    def some() -> None:
-        for _ in range(shape["profile_steps"]):
-            run()
-
-    busy, events = profiled(some)
-    return {
+    row = {
         "status": "ok",
         "step_ms": round(1e3 * step_s, 2),
         "tokens_per_s": round(b * t / step_s),
         "time_to_first_step_s": round(first, 3),
-        "gpu_busy": busy,
-        "device_events": events,
     }
+    if graphed:
+        row["graph_gpu_ms"] = round(_event_ms(run, 20), 3)
+    return row, run
 
 
-def bare_archsearch(shape: dict, steps: int, graphed: bool) -> dict:
+def bare_archsearch(shape: dict, steps: int, graphed: bool) -> tuple[dict, Any]:
     from archsearch.model.build import build_model
     from archsearch.model.presets import get_preset
 
@@ -320,7 +352,7 @@ def mamba_ssm_model(shape: dict) -> Any:
     return MambaLMHeadModel(config, device="cuda")
 
 
-def bare_mamba_ssm(shape: dict, steps: int, graphed: bool) -> dict:
+def bare_mamba_ssm(shape: dict, steps: int, graphed: bool) -> tuple[dict, Any]:
     import torch.nn.functional as F
 
     started = time.perf_counter()
@@ -330,9 +362,9 @@ def bare_mamba_ssm(shape: dict, steps: int, graphed: bool) -> dict:
         logits = model(ids).logits
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1))
 
-    row = bare_loop(model, loss_fn, shape, steps, graphed, started)
+    row, run = bare_loop(model, loss_fn, shape, steps, graphed, started)
     row["params"] = sum(p.numel() for p in model.parameters())
-    return row
+    return row, run
 
 
 def startup_row(shape: dict, runs_dir: str) -> dict:
@@ -405,8 +437,8 @@ def _round(x: float | None) -> int | None:
     return None if x is None else round(x)
 
 
-def _guarded(fn: Any, *args: Any) -> dict:
-    """A row, or the error that stopped it (the other rows still run)."""
+def _guarded(fn: Any, *args: Any) -> Any:
+    """``fn(*args)``, or an error row saying what stopped it (the other rows still run)."""
     try:
         return fn(*args)
     except Exception as exc:  # noqa: BLE001  (a benchmark reports what broke and goes on)
@@ -418,6 +450,9 @@ def _guarded(fn: Any, *args: Any) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
+    """Every row's speed first, then (CUDA) the kernel tracing of each: a profiler attached after a graph was
+    captured is the step most likely to misbehave on a given driver, so it comes after everything it could spoil.
+    With ``--out`` the result is rewritten after every row."""
     shape = dict(SMOKE if args.smoke else FULL)
     if args.steps:
         shape["steps"] = args.steps
@@ -428,43 +463,7 @@ def run(args: argparse.Namespace) -> dict:
     fpt = flops_per_token(shape)
     runs_dir = tempfile.mkdtemp(prefix="proxy_speed_")
     rows: dict[str, dict] = {}
-    no_cuda = {"status": "not available", "reason": "needs CUDA"}
-    try:
-        if "eager" in want:
-            rows["archsearch eager (train)"] = _guarded(train_row, shape, device, runs_dir, "off", fpt)
-        if "graphed" in want:
-            rows["archsearch graphed (train)"] = (
-                _guarded(train_row, shape, device, runs_dir, "on", fpt) if device == "cuda" else no_cuda
-            )
-        for graphed in (False, True):
-            kind = "graphed" if graphed else "eager"
-            if "bare-archsearch" in want:
-                rows[f"archsearch bare loop, {kind}"] = (
-                    _guarded(bare_archsearch, shape, shape["steps"] // 2, graphed)
-                    if device == "cuda"
-                    else no_cuda
-                )
-            if "bare-mamba_ssm" in want:
-                key = f"mamba_ssm MambaLMHeadModel bare loop, {kind}"
-                if device != "cuda":
-                    rows[key] = no_cuda
-                elif importlib.util.find_spec("mamba_ssm") is None:
-                    rows[key] = {"status": "not available", "reason": "mamba_ssm is not installed"}
-                else:
-                    rows[key] = _guarded(bare_mamba_ssm, shape, shape["steps"] // 2, graphed)
-        if "startup" in want:
-            rows["startup: fresh process, graphed"] = (
-                _guarded(startup_row, shape, runs_dir) if device == "cuda" else no_cuda
-            )
-        if "fused" in want:
-            for n in (int(x) for x in args.fused.split(",") if x):
-                rows[f"fused, {n} members"] = _guarded(fused_row, shape, device, runs_dir, n, fpt)
-    finally:
-        shutil.rmtree(runs_dir, ignore_errors=True)
-    for row in rows.values():
-        if "tokens_per_s" in row and "mfu" not in row:
-            row["mfu"] = mfu(row["tokens_per_s"], fpt, device)
-    return {
+    result = {
         "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
         "torch": torch.__version__,
         "mamba_ssm": _version("mamba_ssm"),
@@ -474,6 +473,73 @@ def run(args: argparse.Namespace) -> dict:
         "kernel_caches": {k: os.environ.get(k) for k in ("TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR")},
         "rows": rows,
     }
+
+    def put(name: str, row: dict) -> None:
+        if "tokens_per_s" in row and "mfu" not in row:
+            row["mfu"] = mfu(row["tokens_per_s"], fpt, device)
+        rows[name] = row
+        print(json.dumps({name: row}), flush=True)
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+
+    no_cuda = {"status": "not available", "reason": "needs CUDA"}
+    profile: list[tuple[str, Any, tuple]] = []  # (row, function, arguments) for the tracing phase
+    try:
+        for mode in ("eager", "graphed"):
+            if mode not in want:
+                continue
+            name, flag = f"archsearch {mode} (train)", "on" if mode == "graphed" else "off"
+            if mode == "graphed" and device != "cuda":
+                put(name, dict(no_cuda))
+                continue
+            put(name, _guarded(train_row, shape, device, runs_dir, flag, fpt))
+            if device == "cuda":
+                profile.append((name, train_busy, (shape, device, runs_dir, flag)))
+        for graphed in (False, True):
+            kind = "graphed" if graphed else "eager"
+            for key, fn, package in (
+                ("bare-archsearch", bare_archsearch, None),
+                ("bare-mamba_ssm", bare_mamba_ssm, "mamba_ssm"),
+            ):
+                if key not in want:
+                    continue
+                label = "archsearch HybridLM" if package is None else "mamba_ssm MambaLMHeadModel"
+                name = f"{label} bare loop, {kind}"
+                if device != "cuda":
+                    put(name, dict(no_cuda))
+                elif package and importlib.util.find_spec(package) is None:
+                    put(name, {"status": "not available", "reason": f"{package} is not installed"})
+                else:
+                    out = _guarded(fn, shape, shape["steps"] // 2, graphed)
+                    if isinstance(out, tuple):
+                        row, step = out
+                        profile.append((name, _busy_of_loop, (step, shape["profile_steps"])))
+                        put(name, row)
+                    else:
+                        put(name, out)
+        if "startup" in want:
+            name = "startup: fresh process, graphed"
+            put(name, _guarded(startup_row, shape, runs_dir) if device == "cuda" else dict(no_cuda))
+        if "fused" in want:
+            for n in (int(x) for x in args.fused.split(",") if x):
+                put(f"fused, {n} members", _guarded(fused_row, shape, device, runs_dir, n, fpt))
+        for name, fn, fn_args in profile:
+            busy = _guarded(fn, *fn_args)
+            if "reason" in busy:
+                busy = {"gpu_busy": None, "gpu_busy_error": busy["reason"]}
+            put(name, {**rows[name], **busy})
+    finally:
+        shutil.rmtree(runs_dir, ignore_errors=True)
+    return result
+
+
+def _busy_of_loop(step: Any, n: int) -> dict:
+    def some() -> None:
+        for _ in range(n):
+            step()
+
+    share, events = profiled(some)
+    return {"gpu_busy": share, "device_events": events}
 
 
 def _version(package: str) -> str | None:
@@ -491,18 +557,22 @@ def table(result: dict) -> str:
         f"{result['device']}, torch {result['torch']}, mamba_ssm {result['mamba_ssm']}, {result['date']}; "
         f"{result['shape']}",
         "",
-        "| what | tokens/s | MFU | GPU busy | time to first step (s) | note |",
-        "| --- | ---: | ---: | ---: | ---: | --- |",
+        "| what | tokens/s | ms/step | graph GPU ms | MFU | GPU busy | time to first step (s) | note |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for name, r in result["rows"].items():
         if r.get("status") not in ("ok", None) and "tokens_per_s" not in r:
-            lines.append(f"| {name} | | | | | {r.get('status')}: {r.get('reason', '')} |")
+            lines.append(f"| {name} | | | | | | | {r.get('status')}: {r.get('reason', '')} |")
             continue
         note = r.get("cuda_graphs", "")
         if "process_to_first_step_s" in r:
             note = f"imports {r['import_s']} s + train() {r['time_to_first_step_s']} s; {note}"
+        if r.get("gpu_busy_error"):
+            note = f"{note}; busy share not measured: {r['gpu_busy_error']}"
         cells = [
             f"{r['tokens_per_s']:,}" if r.get("tokens_per_s") else "",
+            f"{r['step_ms']:.1f}" if r.get("step_ms") else "",
+            f"{r['graph_gpu_ms']:.1f}" if r.get("graph_gpu_ms") else "",
             f"{r['mfu']:.3f}" if r.get("mfu") is not None else "",
             f"{r['gpu_busy']:.2f}" if r.get("gpu_busy") is not None else "",
             str(r.get("process_to_first_step_s", r.get("time_to_first_step_s", ""))),
