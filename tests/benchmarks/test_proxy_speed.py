@@ -36,6 +36,7 @@ def test_cpu_smoke_run(bench, tmp_path):
     for name in (
         "archsearch graphed (train)",
         "mamba_ssm MambaLMHeadModel bare loop, graphed",
+        "archsearch HybridLM bare loop, eager",
         "startup: fresh process, graphed",
     ):
         assert rows[name] == {"status": "not available", "reason": "needs CUDA"}
