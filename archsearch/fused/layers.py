@@ -112,7 +112,7 @@ def add_norm_math(
 def _compiled_add_norm():
     # one Triton kernel per direction instead of about eight passes over (K, B, T, D): at 16 members of a 10m proxy
     # the eager form moves tens of GB a step
-    return torch.compile(add_norm_math, dynamic=False)
+    return torch.compile(add_norm_math)  # a member count that changes (a stop) turns dynamic once
 
 
 def add_norm(

@@ -193,4 +193,4 @@ def adamw_math(
 @functools.cache
 def _compiled_adamw():
     # a few fused kernels over (K, P) instead of about a dozen passes
-    return torch.compile(adamw_math, dynamic=False)
+    return torch.compile(adamw_math)

@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import logging
 import math
+import sys
 import time
 import traceback
 from collections.abc import Sequence
@@ -38,6 +39,7 @@ from archsearch.fused.member import MemberModule, MemberRun, MemberTrainer
 from archsearch.fused.model import FusedLM, check_fusable, layout_of
 from archsearch.fused.optim import FusedAdamW, decay_mask
 from archsearch.fused.step import FusedStep
+from archsearch.layers.backend import import_error
 from archsearch.train.callbacks import Diverged, InjectedCrash
 from archsearch.train.config import TrainConfig
 
@@ -104,6 +106,7 @@ def train_fused(
     callbacks_per_member: Sequence[Sequence[Any]] | None = None,
     *,
     graph: bool | None = None,
+    compile: bool | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``cfgs`` (same pattern and shapes; see :data:`MEMBER_FIELDS`) as one fused model; one summary each.
 
@@ -116,6 +119,8 @@ def train_fused(
             exception as "failed" (the others train on).
         graph: capture the fused step in a CUDA graph (None: on CUDA). A failed capture trains eagerly and says why
             (``summary["fused"]["graph_fallback"]``).
+        compile: run the residual add + norm and the AdamW update through torch.compile (None: on CUDA when
+            Triton imports); a failed compilation runs them eagerly and says why (``compile_fallback``).
 
     Returns:
         One summary per member, in order: ``train()``'s keys (``status``: ok, diverged, pruned, failed), plus
@@ -139,18 +144,22 @@ def train_fused(
         raise ConfigError(
             f"{len(callbacks)} callback lists for {len(cfgs)} members", "train_fused", "callbacks_per_member"
         )
-    return _FusedJob(cfgs, callbacks, graph).execute()
+    return _FusedJob(cfgs, callbacks, graph, compile).execute()
 
 
 class _FusedJob:
     """The state of one ``train_fused`` call."""
 
-    def __init__(self, cfgs: list[TrainConfig], callbacks: list[list[Any]], graph: bool | None):
+    def __init__(
+        self, cfgs: list[TrainConfig], callbacks: list[list[Any]], graph: bool | None, compile: bool | None
+    ):
         self.members = [
             MemberRun(k, cfg, cbs) for k, (cfg, cbs) in enumerate(zip(cfgs, callbacks, strict=True))
         ]
         self.cfg = cfgs[0]  # the shared fields
         self.graph_requested = graph
+        self.compile_requested = compile
+        self.compile_fallback: str | None = None
         self.graph_used = False
         self.graph_fallback: str | None = None
         self.job_warm_tokens = 0
@@ -167,7 +176,7 @@ class _FusedJob:
             reason = f"out of memory: {text}" if oom else f"{type(exc).__name__}: {exc}"
             for m in self.members:
                 if m.running:
-                    m.finish("failed", reason, self._extra(len(self.members)))
+                    m.finish("failed", reason, self._extra())
             if not oom:
                 raise
         return [m.summary for m in self.members]
@@ -213,8 +222,13 @@ class _FusedJob:
         self.use_graph = self.device.type == "cuda" and (self.graph_requested is None or self.graph_requested)
         if not self.use_graph and self.device.type == "cuda":
             self.graph_fallback = "graphs turned off (graph=False)"
+        triton = import_error("triton") is None
+        self.compile = self.device.type == "cuda" and triton and self.compile_requested is not False
         if cfg.compile:
-            log.warning("fused training does not torch.compile the model (compile=True is ignored)")
+            log.warning(
+                "compile=True: fused training does not compile the whole model; it compiles its element-wise parts "
+                "on CUDA (train_fused(compile=...))"
+            )
         self.layout = layout_of(self.model_cfg, pattern)
         self.decay = decay_mask(self.layout, self.model_cfg, pattern, self.device)
         self.ordinary = OrdinaryOptimizer(self.layout, self.model_cfg, pattern, self.device.type)
@@ -237,15 +251,13 @@ class _FusedJob:
             min(cfg.val_batches, len(loader)) for loader in self.members[0].datamodule.val_dataloader()
         )
         if not cfg.quiet:
-            import sys
-
             print(
                 f"archsearch train (fused, {len(self.members)} members): {self.members[0].pattern_text} "
                 f"({self.params[0]:,} params each) on {self.device}",
                 file=sys.stderr,
             )
 
-    def _extra(self, members: int) -> dict[str, Any]:
+    def _extra(self) -> dict[str, Any]:
         job_tps = self.job_warm_tokens / self.job_warm_time if self.job_warm_time > 0 else None
         job_mfu = None
         if job_tps and self.flops_per_token and self.peak_flops and self.device.type == "cuda":
@@ -262,6 +274,8 @@ class _FusedJob:
                 "members": len(self.members),
                 "graph": self.graph_used,
                 "graph_fallback": self.graph_fallback,
+                "compiled": self.compile,
+                "compile_fallback": self.compile_fallback,
                 "job_tokens_per_s": job_tps,
                 "job_mfu": job_mfu,
             },
@@ -290,7 +304,7 @@ class _FusedJob:
             self._validate(model, group, [m is not None for m in need])
         for k, m in enumerate(group):
             self._save(m, MemberState(flat[k], m.state.exp_avg, m.state.exp_avg_sq, m.step), len(group))
-            m.finish("ok", None, self._extra(len(group)))
+            m.finish("ok", None, self._extra())
 
     def _train_group(self, group: list[MemberRun], stop_at: int) -> None:
         """Train ``group`` (all at one step) together until ``stop_at`` or until one of them stops."""
@@ -304,10 +318,12 @@ class _FusedJob:
             steps=[m.step for m in group],
             exp_avg=torch.stack([m.state.exp_avg for m in group]),
             exp_avg_sq=torch.stack([m.state.exp_avg_sq for m in group]),
+            compiled=self.compile,
         )
         for m in group:
             m.state = None  # the fused buffers hold it now
         model = FusedLM(self.model_cfg, self.pattern, flat)
+        model.compile_norm = self.compile
         stepper = FusedStep(
             model,
             opt,
@@ -354,11 +370,11 @@ class _FusedJob:
                         if m.running:
                             self._save(m, MemberState(flat[i], opt.exp_avg[i], opt.exp_avg_sq[i], m.step), k)
                 if validates:
-                    self._callbacks(group, k)
+                    self._callbacks(group)
                 if step == cfg.max_steps:
                     for m in group:
                         if m.running:
-                            m.finish("ok", None, self._extra(k))
+                            m.finish("ok", None, self._extra())
                 if any(not m.running for m in group):
                     break
                 if flushes:
@@ -368,6 +384,8 @@ class _FusedJob:
             self.graph_used = self.graph_used or stepper.graphed
             if stepper.fallback_reason and self.use_graph:
                 self.graph_fallback = stepper.fallback_reason
+            if stepper.compile_fallback:
+                self.compile, self.compile_fallback = False, stepper.compile_fallback
             stepper.release()
         for i, m in enumerate(group):
             if m.running:
@@ -412,7 +430,7 @@ class _FusedJob:
                         for a in range(losses.shape[1]):
                             m.guard.check(window.start + j, losses[j, a, i])
             except Diverged as exc:
-                m.finish("diverged", exc.reason, self._extra(k))
+                m.finish("diverged", exc.reason, self._extra())
                 continue
             if log_row and n:
                 row = {
@@ -463,7 +481,7 @@ class _FusedJob:
         )
         write_member(m.ckpt_file, payload)
 
-    def _callbacks(self, group: list[MemberRun], members: int) -> None:
+    def _callbacks(self, group: list[MemberRun]) -> None:
         from archsearch.train.run import _is_pruned
 
         for m in group:
@@ -477,15 +495,15 @@ class _FusedJob:
                         hook(trainer, module)
             except Exception as exc:  # noqa: BLE001  (one member's callback must not stop the others)
                 if _is_pruned(exc):
-                    m.finish("pruned", str(exc) or "pruned by the sweep", self._extra(members))
+                    m.finish("pruned", str(exc) or "pruned by the sweep", self._extra())
                 else:
                     log.warning(
                         "member %d (%s): a callback raised:\n%s", m.index, m.cfg.name, traceback.format_exc()
                     )
-                    m.finish("failed", f"{type(exc).__name__}: {exc}", self._extra(members))
+                    m.finish("failed", f"{type(exc).__name__}: {exc}", self._extra())
                 continue
             if trainer.should_stop:
-                m.finish("ok", f"stopped by a callback at step {m.step}", self._extra(members))
+                m.finish("ok", f"stopped by a callback at step {m.step}", self._extra())
 
 
 class _Window:
