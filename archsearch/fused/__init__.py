@@ -13,7 +13,7 @@ def __getattr__(name: str):  # lazy: importing the package does not import Light
 
         return train_fused
     if name == "bench":
-        from archsearch.fused.bench import bench
+        from archsearch.fused.speed import bench
 
         return bench
     if name in ("FusedLM", "fuse", "unfuse"):

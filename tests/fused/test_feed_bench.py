@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from archsearch.data import make_datamodule
-from archsearch.fused.bench import bench
+from archsearch.fused.speed import bench
 from archsearch.fused.feed import BatchFeed, stacked_batch
 
 

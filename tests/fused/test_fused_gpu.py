@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from archsearch.fused.bench import bench
+from archsearch.fused.speed import bench
 from archsearch.fused.model import fuse
 from archsearch.fused.optim import FusedAdamW, MemberHParams, decay_mask
 from archsearch.fused.step import FusedStep

@@ -4,7 +4,7 @@ Random byte-vocabulary tokens in a static batch (copied in every step, as traini
 per-member loss, backward, per-member clipping and AdamW) captured in one CUDA graph on CUDA. Tokens are counted
 across members. ``benchmarks/proxy_speed.py`` calls :func:`bench`; on its own:
 
-    python -m archsearch.fused.bench --preset 10m --pattern 'M-M-M--*M-M-M-M-*M--M-M-' \\
+    python -m archsearch.fused.speed --preset 10m --pattern 'M-M-M--*M-M-M-M-*M--M-M-' \\
         --members 1 4 8 16 --batch-size 32 --seq-len 1024 --steps 30
 """
 
