@@ -130,34 +130,70 @@ def add_norm(
 
 
 # ---- Mamba-2 ----------------------------------------------------------------------------------------------------
-class _KernelLayout(torch.autograd.Function):
-    """(K, B, T, sum(sizes)) with each member's channels in segments -> (B, T, K * sum(sizes)) segment-major, each
-    segment member-major: ``[z_0 .. z_K-1 | x_0 .. | B_0 .. | C_0 .. | dt_0 ..]``, the layout of one Mamba-2 layer
-    with K x the heads. One copy each way (autograd through slices would add a full-size copy per segment)."""
+class _InProjKernelLayout(torch.autograd.Function):
+    """K input projections written straight into the layout of one Mamba-2 layer with K x the heads.
+
+    x (K, B, T, D) @ weight (K, N, D)^T, whose N output channels are segments ``[z | x | B | C | dt]``, lands in a
+    (B, T, K * N) tensor segment-major and member-major within a segment: ``[z_0 .. z_K-1 | x_0 .. | B_0 .. |
+    C_0 .. | dt_0 ..]``. Each segment is one batched matmul into a strided view of the output (cuBLAS takes the
+    row stride), so no activation-sized copy is made in either direction.
+    """
 
     @staticmethod
-    def forward(ctx, y: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:  # type: ignore[override]
-        k, b, t, n = y.shape
-        ctx.sizes = sizes
-        out = y.new_empty(b, t, k * n)
-        for lo, size in _segments(sizes):
-            out[..., k * lo : k * (lo + size)].view(b, t, k, size).copy_(
-                y[..., lo : lo + size].permute(1, 2, 0, 3)
-            )
-        return out
+    def forward(ctx, x, weight, bias, sizes):  # type: ignore[override]
+        k, b, t, d = x.shape
+        n = weight.shape[1]
+        x2 = x.reshape(k, b * t, d)
+        out = x.new_empty(b * t, k * n)
+        with _no_autocast(x):  # the caller cast the inputs; out= products take no autocast
+            _project(x2, weight, bias, sizes, out, k)
+        ctx.save_for_backward(x2, weight)
+        ctx.sizes, ctx.shape, ctx.has_bias = sizes, (k, b, t, d), bias is not None
+        return out.view(b, t, k * n)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        b, t, kn = grad.shape
-        n = sum(ctx.sizes)
-        k = kn // n
-        grad = grad.contiguous()
-        out = grad.new_empty(k, b, t, n)
-        for lo, size in _segments(ctx.sizes):
-            out[..., lo : lo + size].copy_(
-                grad[..., k * lo : k * (lo + size)].view(b, t, k, size).permute(2, 0, 1, 3)
-            )
-        return out, None
+    def backward(ctx, grad):  # type: ignore[override]
+        x2, weight = ctx.saved_tensors
+        with _no_autocast(x2):
+            return _project_backward(ctx, grad, x2, weight)
+
+
+def _no_autocast(x: torch.Tensor):
+    return torch.autocast(x.device.type, enabled=False)
+
+
+def _project(
+    x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, sizes, out: torch.Tensor, k: int
+):
+    """x2 (K, M, D) times each segment of weight (K, N, D) into its member-major columns of out (M, K * N)."""
+    m = x2.shape[1]
+    for lo, size in _segments(sizes):
+        dst = out[:, k * lo : k * (lo + size)].view(m, k, size).transpose(0, 1)  # (K, M, size), strided
+        w = weight[:, lo : lo + size].transpose(1, 2)  # (K, D, size)
+        if bias is None:
+            torch.bmm(x2, w, out=dst)
+        else:
+            torch.baddbmm(bias[:, None, lo : lo + size], x2, w, out=dst)
+
+
+def _project_backward(ctx, grad: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor):
+    k, b, t, d = ctx.shape
+    m = b * t
+    g = grad.contiguous().view(m, -1)
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    dx = None
+    dw = torch.empty_like(weight) if need_w else None
+    db = weight.new_empty(weight.shape[:2]) if need_b and ctx.has_bias else None
+    for lo, size in _segments(ctx.sizes):
+        gs = g[:, k * lo : k * (lo + size)].view(m, k, size).transpose(0, 1)  # (K, M, size), strided
+        if need_x:
+            ws = weight[:, lo : lo + size]  # (K, size, D)
+            dx = torch.bmm(gs, ws) if dx is None else dx.baddbmm_(gs, ws)
+        if dw is not None:
+            torch.bmm(gs.transpose(1, 2), x2, out=dw[:, lo : lo + size])
+        if db is not None:
+            db[:, lo : lo + size] = gs.sum(1)
+    return (dx.view(k, b, t, d) if dx is not None else None), dw, db, None
 
 
 def _segments(sizes: tuple[int, ...]):
@@ -221,7 +257,11 @@ class FusedMamba2(nn.Module):
         d, k = self.dims, self.members
         _, b, t, _ = u.shape
         gn = d.ngroups * d.d_state
-        zxbcdt = _KernelLayout.apply(self.in_proj(u), (d.d_ssm, d.d_ssm, gn, gn, d.nheads))  # (B, T, K*N)
+        # (B, T, K * d_in_proj); u is already in the compute dtype, so the projection runs in it (as under autocast)
+        bias = self.in_proj.bias.to(u.dtype) if self.in_proj.bias is not None else None
+        zxbcdt = _InProjKernelLayout.apply(
+            u, self.in_proj.weight.to(u.dtype), bias, (d.d_ssm, d.d_ssm, gn, gn, d.nheads)
+        )
         conv_w = segment_major(self.conv1d.weight.squeeze(2), (d.d_ssm, gn, gn))  # (K*conv_dim, d_conv)
         conv_b = segment_major(self.conv1d.bias, (d.d_ssm, gn, gn))
         dt_bias, A, D = self.dt_bias.reshape(-1), ssm_decay(self.A_log).reshape(-1), self.D.reshape(-1)

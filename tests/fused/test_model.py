@@ -91,3 +91,22 @@ def test_multi_token_prediction_is_refused_at_the_slash():
     with pytest.raises(PatternError, match="multi-token prediction") as info:
         layout_of(cfg, "M-*-/M-")
     assert info.value.pos == 4
+
+
+def test_input_projection_lands_in_the_kernel_layout_with_exact_gradients():
+    from archsearch.fused.layers import _InProjKernelLayout
+
+    k, b, t, d, sizes = 3, 2, 5, 4, (3, 3, 2, 2, 1)
+    n = sum(sizes)
+    x = torch.randn(k, b, t, d, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(k, n, d, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(k, n, dtype=torch.float64, requires_grad=True)
+    out = _InProjKernelLayout.apply(x, w, bias, sizes)
+    plain = torch.einsum("kbtd,knd->kbtn", x, w) + bias[:, None, None, :]  # (K, B, T, N), member-major
+    lo = 0
+    for size in sizes:  # segment s of member m sits at columns k*lo + m*size ...
+        for m in range(k):
+            cols = slice(k * lo + m * size, k * lo + (m + 1) * size)
+            torch.testing.assert_close(out[..., cols], plain[m, ..., lo : lo + size])
+        lo += size
+    assert torch.autograd.gradcheck(lambda *a: _InProjKernelLayout.apply(*a, sizes), (x, w, bias))
