@@ -26,6 +26,7 @@ LAYERS = [
     ["cost"],
     ["data"],
     ["train"],
+    ["fused"],
     ["search"],
     ["viz"],
     ["export"],

@@ -65,7 +65,8 @@ class FusedEmbedding(nn.Module):
 
 
 class FusedNorm(nn.Module):
-    """RMSNorm or bias-free LayerNorm with one weight per member: (K, D), over inputs (K, ..., D)."""
+    """:func:`archsearch.layers.norm.make_norm`'s norm per member: RMSNorm (weight (K, D)) or LayerNorm (weight and
+    bias (K, D)), over inputs (K, ..., D)."""
 
     def __init__(self, kind: str, members: int, dim: int, eps: float):
         super().__init__()
@@ -75,21 +76,19 @@ class FusedNorm(nn.Module):
             raise ConfigError(f"norm must be 'rmsnorm' or 'layernorm', found {kind!r}", key="model.norm")
         self.kind, self.eps = kind, eps
         self.weight = nn.Parameter(torch.empty(members, dim))
+        self.bias = nn.Parameter(torch.empty(members, dim)) if kind == "layernorm" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (x.shape[-1],)
-        y = (
-            F.rms_norm(x, shape, None, self.eps)
-            if self.kind == "rmsnorm"
-            else F.layer_norm(x, shape, None, None, self.eps)
-        )
-        return y * self.weight.view(self.weight.shape[0], *([1] * (x.dim() - 2)), -1)
+        return add_norm_math(
+            x, None, self.weight, self.bias, self.eps, self.kind == "rmsnorm", False, x.dtype
+        )[0]
 
 
 def add_norm_math(
     out: torch.Tensor,
     residual: torch.Tensor | None,
     weight: torch.Tensor,
+    bias: torch.Tensor | None,
     eps: float,
     rms: bool,
     residual_in_fp32: bool,
@@ -104,7 +103,8 @@ def add_norm_math(
     x = residual.to(weight.dtype)
     shape = (x.shape[-1],)
     y = F.rms_norm(x, shape, None, eps) if rms else F.layer_norm(x, shape, None, None, eps)
-    y = y * weight.view(weight.shape[0], *([1] * (x.dim() - 2)), -1)
+    member = (weight.shape[0], *([1] * (x.dim() - 2)), -1)  # (K, 1, .., D): each member's own
+    y = y * weight.view(member) if bias is None else torch.addcmul(bias.view(member), y, weight.view(member))
     return y.to(compute_dtype), residual
 
 
@@ -126,7 +126,8 @@ def add_norm(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`add_norm_math` for ``norm``; ``compiled`` runs it through ``torch.compile`` (CUDA)."""
     fn = _compiled_add_norm() if compiled else add_norm_math
-    return fn(out, residual, norm.weight, norm.eps, norm.kind == "rmsnorm", residual_in_fp32, compute_dtype)
+    rms = norm.kind == "rmsnorm"
+    return fn(out, residual, norm.weight, norm.bias, norm.eps, rms, residual_in_fp32, compute_dtype)
 
 
 # ---- Mamba-2 ----------------------------------------------------------------------------------------------------

@@ -30,9 +30,9 @@ from archsearch.fused.layers import (
 )
 from archsearch.layers.mamba2 import Mamba2Dims
 from archsearch.model.config import ModelConfig
-from archsearch.model.hybrid_lm import CE_CHUNK_ELEMS, IGNORE_INDEX, _compute_dtype, layer_positions
+from archsearch.model.hybrid_lm import CE_CHUNK_ELEMS, IGNORE_INDEX, _compute_dtype
 from archsearch.pattern.parser import parse
-from archsearch.pattern.pattern import Layer, Pattern
+from archsearch.pattern.pattern import Layer, Pattern, layer_positions
 
 FUSABLE = {"M": "Mamba-2", "*": "attention", "-": "MLP"}
 
