@@ -94,6 +94,8 @@ class FlatLayout:
         shapes: each parameter's shape in one member.
         size: P, the row length.
         tied: the LM head shares the embedding (the ordinary state_dict also holds ``lm_head.weight``).
+        decay_size: the parameters the ordinary optimizer decays (``archsearch.train.optim.param_groups``'s decay
+            group) come first and fill columns ``0 .. decay_size - 1``, so weight decay is one slice.
     """
 
     names: tuple[str, ...]
@@ -101,6 +103,7 @@ class FlatLayout:
     shapes: tuple[tuple[int, ...], ...]
     size: int
     tied: bool
+    decay_size: int
 
     def views(self, row: torch.Tensor) -> dict[str, torch.Tensor]:
         """Views of a (..., P) tensor as each parameter, ``(..., *shape)``."""
@@ -161,7 +164,7 @@ class FusedLM(nn.Module):
         self.pattern = check_fusable(pattern)
         self.members = int(flat.shape[0])
         _build_modules(self, cfg, self.pattern, self.members)
-        self.layout = _layout(self)
+        self.layout = _layout(self, _decayed_names(cfg, self.pattern))
         if flat.dim() != 2 or flat.shape[1] != self.layout.size:
             raise ValueError(
                 f"flat parameters must be (members, {self.layout.size}), found {tuple(flat.shape)}"
@@ -271,15 +274,28 @@ def _build_modules(module: nn.Module, cfg: ModelConfig, pattern: Pattern, k: int
         module.lm_head = None if cfg.tie_embeddings else FusedLinear(k, cfg.d_model, cfg.padded_vocab_size)
 
 
-def _layout(model: nn.Module) -> FlatLayout:
-    names, offsets, shapes, off = [], [], [], 0
-    for name, param in model.named_parameters():  # deduplicated; registration order = the HybridLM's
-        shape = tuple(param.shape[1:])
+def _decayed_names(cfg: ModelConfig, pattern: Pattern) -> set[str]:
+    """Names of the parameters the ordinary run's AdamW decays (its ``decay`` group), read from a meta model."""
+    from archsearch.model.build import build_model
+    from archsearch.train.optim import param_groups
+
+    member = build_model(pattern, cfg, device="meta")
+    decayed = {id(p) for g in param_groups(member, 1.0) if g["name"] == "decay" for p in g["params"]}
+    return {name for name, p in member.named_parameters() if id(p) in decayed}
+
+
+def _layout(model: nn.Module, decayed: set[str]) -> FlatLayout:
+    params = [(name, tuple(p.shape[1:])) for name, p in model.named_parameters()]  # deduplicated
+    ordered = [x for x in params if x[0] in decayed] + [x for x in params if x[0] not in decayed]
+    names, offsets, shapes, off, decay_size = [], [], [], 0, 0
+    for name, shape in ordered:
         names.append(name)
         offsets.append(off)
         shapes.append(shape)
         off += math.prod(shape)
-    return FlatLayout(tuple(names), tuple(offsets), tuple(shapes), off, model.lm_head is None)
+        if name in decayed:
+            decay_size = off
+    return FlatLayout(tuple(names), tuple(offsets), tuple(shapes), off, model.lm_head is None, decay_size)
 
 
 def layout_of(cfg: ModelConfig, pattern: Pattern | str) -> FlatLayout:
@@ -288,9 +304,10 @@ def layout_of(cfg: ModelConfig, pattern: Pattern | str) -> FlatLayout:
     Raises:
         PatternError: a layer type fusion does not build.
     """
+    pattern = check_fusable(pattern)
     probe = nn.Module()
-    _build_modules(probe, cfg, check_fusable(pattern), 1)
-    return _layout(probe)
+    _build_modules(probe, cfg, pattern, 1)
+    return _layout(probe, _decayed_names(cfg, pattern))
 
 
 # ---- fuse / unfuse ----------------------------------------------------------------------------------------------

@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from archsearch.model.config import ModelConfig
-from archsearch.pattern.pattern import Pattern
-from archsearch.train.optim import WarmupCosine, param_groups
+from archsearch.train.optim import WarmupCosine
 
 
 @dataclass(frozen=True)
@@ -45,20 +43,6 @@ class MemberHParams:
         )
 
 
-def decay_mask(layout, cfg: ModelConfig, pattern: Pattern | str, device=None) -> torch.Tensor:
-    """(P,) bool: the flat columns that ``param_groups`` puts in the weight-decay group of the ordinary model."""
-    from archsearch.model.build import build_model
-
-    member = build_model(pattern, cfg, device="meta")
-    decayed = {id(p) for g in param_groups(member, 1.0) if g["name"] == "decay" for p in g["params"]}
-    names = {name for name, p in member.named_parameters() if id(p) in decayed}
-    mask = torch.zeros(layout.size, dtype=torch.bool, device=device)
-    for name, off, shape in zip(layout.names, layout.offsets, layout.shapes, strict=True):
-        if name in names:
-            mask[off : off + math.prod(shape)] = True
-    return mask
-
-
 def lr_multiplier(
     step: torch.Tensor, warmup: torch.Tensor, total: torch.Tensor, min_ratio: torch.Tensor
 ) -> torch.Tensor:
@@ -76,7 +60,7 @@ class FusedAdamW:
     Args:
         params: the (K, P) parameter buffer (``FusedLM.flat``).
         grads: the (K, P) gradient buffer the model's ``.grad`` views point into.
-        decay: (P,) bool, the weight-decay columns (:func:`decay_mask`).
+        decay_size: columns ``0 .. decay_size - 1`` take weight decay (``FlatLayout.decay_size``).
         hparams: one :class:`MemberHParams` per member.
         steps: optimizer steps each member has taken (default all 0).
         exp_avg, exp_avg_sq: (K, P) moment buffers to resume from (default zeros).
@@ -90,7 +74,7 @@ class FusedAdamW:
         self,
         params: torch.Tensor,
         grads: torch.Tensor,
-        decay: torch.Tensor,
+        decay_size: int,
         hparams: Sequence[MemberHParams],
         *,
         steps: Sequence[int] | torch.Tensor | None = None,
@@ -100,12 +84,12 @@ class FusedAdamW:
     ):
         k = params.shape[0]
         self.compiled = compiled
-        if len(hparams) != k or grads.shape != params.shape or decay.shape != params.shape[1:]:
+        if len(hparams) != k or grads.shape != params.shape or not 0 <= decay_size <= params.shape[1]:
             raise ValueError(
                 f"FusedAdamW: {len(hparams)} hparams, params {tuple(params.shape)}, grads {tuple(grads.shape)}, "
-                f"decay {tuple(decay.shape)} do not agree"
+                f"decay_size {decay_size} do not agree"
             )
-        self.params, self.grads, self.decay = params, grads, decay.to(params.device)
+        self.params, self.grads, self.decay_size = params, grads, int(decay_size)
         self.hparams = list(hparams)
         dev, f64 = params.device, torch.float64
 
@@ -140,7 +124,7 @@ class FusedAdamW:
         """Clip each member's gradients to its own norm, then one AdamW update; device work only."""
         fn = _compiled_adamw() if self.compiled and self.params.is_cuda else adamw_math
         fn(
-            self.params, self.grads, self.exp_avg, self.exp_avg_sq, self.decay, self.step_count,
+            self.params, self.grads, self.exp_avg, self.exp_avg_sq, self.decay_size, self.step_count,
             self.lr, self.weight_decay, self.beta1, self.beta2, self.eps, self.max_norm,
             self.warmup, self.total, self.min_ratio, self.last_lr, self.last_grad_norm,
         )  # fmt: skip
@@ -151,7 +135,7 @@ def adamw_math(
     g: torch.Tensor,
     m: torch.Tensor,
     v: torch.Tensor,
-    decay: torch.Tensor,
+    decay_size: int,
     step_count: torch.Tensor,
     base_lr: torch.Tensor,
     weight_decay: torch.Tensor,
@@ -165,7 +149,7 @@ def adamw_math(
     last_lr: torch.Tensor,
     last_grad_norm: torch.Tensor,
 ) -> None:
-    """One step of :class:`FusedAdamW` in place: p, g, m, v (K, P); the rest (K,) float64 (``decay`` (P,) bool).
+    """One step of :class:`FusedAdamW` in place: p, g, m, v (K, P); the rest (K,) float64.
 
     ``clip_grad_norm_`` over each member's row, then torch.optim.AdamW's single-tensor arithmetic with the
     per-member scalars as (K, 1) columns.
@@ -173,21 +157,21 @@ def adamw_math(
     dt = p.dtype
     norm = torch.linalg.vector_norm(g, 2, dim=1)  # (K,) each member's global norm
     last_grad_norm.copy_(norm)
-    coef = (max_norm.to(dt) / (norm + 1e-6)).clamp(max=1.0)
-    g.mul_(coef[:, None])
+    g.mul_((max_norm.to(dt) / (norm + 1e-6)).clamp(max=1.0)[:, None])
     lr = base_lr * lr_multiplier(step_count, warmup, total, min_ratio)
     last_lr.copy_(lr)
     step_count.add_(1)
     bc1 = 1 - beta1**step_count
     bc2 = 1 - beta2**step_count
-    factor = torch.where(
-        decay, (1 - lr * weight_decay).to(dt)[:, None], torch.ones((), dtype=dt, device=p.device)
-    )
-    p.mul_(factor)
-    m.lerp_(g, (1 - beta1).to(dt)[:, None])
-    v.mul_(beta2.to(dt)[:, None]).add_(g * g * (1 - beta2).to(dt)[:, None])
-    denom = (v.sqrt() / bc2.sqrt().to(dt)[:, None]).add_(eps.to(dt)[:, None])
-    p.addcdiv_(m * (-(lr / bc1)).to(dt)[:, None], denom)
+
+    def col(x: torch.Tensor) -> torch.Tensor:  # (K,) float64 -> (K, 1) in the parameters' dtype
+        return x.to(dt)[:, None]
+
+    p[:, :decay_size].mul_(col(1 - lr * weight_decay))  # the decay group's columns come first
+    m.lerp_(g, col(1 - beta1))
+    v.mul_(col(beta2)).addcmul_(g, g * col(1 - beta2))
+    denom = v.sqrt().div_(col(bc2.sqrt())).add_(col(eps))
+    p.addcdiv_(m, denom.div_(col(-(lr / bc1))))  # p - step_size * m / denom
 
 
 @functools.cache

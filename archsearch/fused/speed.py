@@ -57,7 +57,7 @@ def bench(
     from archsearch.cost import estimate
     from archsearch.cost.cards import get_card
     from archsearch.fused.model import fuse
-    from archsearch.fused.optim import FusedAdamW, MemberHParams, decay_mask
+    from archsearch.fused.optim import FusedAdamW, MemberHParams
     from archsearch.fused.step import FusedStep
     from archsearch.model.build import build_model
     from archsearch.model.presets import get_preset
@@ -83,7 +83,7 @@ def bench(
         model = fuse(pattern, cfg, [one] * members, device=dev)
         model.compile_norm = compile and cuda
         opt = FusedAdamW(
-            model.flat, torch.zeros_like(model.flat), decay_mask(model.layout, cfg, pattern, dev),
+            model.flat, torch.zeros_like(model.flat), model.layout.decay_size,
             [MemberHParams(lr=1e-3)] * members, compiled=compile and cuda,
         )  # fmt: skip
         autocast = torch.bfloat16 if precision == "bf16" and cuda else None

@@ -37,7 +37,7 @@ from archsearch.fused.evaluate import MemberEval, validate
 from archsearch.fused.feed import BatchFeed
 from archsearch.fused.member import MemberModule, MemberRun, MemberTrainer
 from archsearch.fused.model import FusedLM, check_fusable, layout_of
-from archsearch.fused.optim import FusedAdamW, decay_mask
+from archsearch.fused.optim import FusedAdamW
 from archsearch.fused.step import FusedStep
 from archsearch.layers.backend import import_error
 from archsearch.train.callbacks import Diverged, InjectedCrash
@@ -230,7 +230,6 @@ class _FusedJob:
                 "on CUDA (train_fused(compile=...))"
             )
         self.layout = layout_of(self.model_cfg, pattern)
-        self.decay = decay_mask(self.layout, self.model_cfg, pattern, self.device)
         self.ordinary = OrdinaryOptimizer(self.layout, self.model_cfg, pattern, self.device.type)
         self.flops_per_token = _train_flops_per_token(pattern, self.model_cfg, cfg.seq_len)
         self.peak_flops = _peak_flops(cfg.card, precision)
@@ -313,7 +312,7 @@ class _FusedJob:
         opt = FusedAdamW(
             flat,
             torch.zeros_like(flat),
-            self.decay,
+            self.layout.decay_size,
             [m.hparams for m in group],
             steps=[m.step for m in group],
             exp_avg=torch.stack([m.state.exp_avg for m in group]),

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from archsearch.data import make_datamodule
-from archsearch.fused.speed import bench
 from archsearch.fused.feed import BatchFeed, stacked_batch
+from archsearch.fused.speed import bench
 
 
 def test_each_member_reads_its_own_stream_and_prefetching_changes_nothing():

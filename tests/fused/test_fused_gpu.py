@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from archsearch.fused.speed import bench
 from archsearch.fused.model import fuse
-from archsearch.fused.optim import FusedAdamW, MemberHParams, decay_mask
+from archsearch.fused.optim import FusedAdamW, MemberHParams
+from archsearch.fused.speed import bench
 from archsearch.fused.step import FusedStep
 from archsearch.model.build import build_model
 from archsearch.model.presets import get_preset
@@ -77,7 +77,7 @@ def _fused_losses(cfg, models, hparams, batches, *, graph: bool, compile: bool =
     opt = FusedAdamW(
         fused.flat,
         torch.zeros_like(fused.flat),
-        decay_mask(fused.layout, cfg, PATTERN, "cuda"),
+        fused.layout.decay_size,
         hparams,
         compiled=compile,
     )
@@ -127,9 +127,7 @@ def test_compiled_elementwise_parts_equal_eager():
 def test_a_replayed_step_never_synchronises_with_the_host():
     cfg, models = _members(2)
     fused = fuse(PATTERN, cfg, [m.state_dict() for m in models], device="cuda")
-    opt = FusedAdamW(
-        fused.flat, torch.zeros_like(fused.flat), decay_mask(fused.layout, cfg, PATTERN, "cuda"), _hparams(2)
-    )
+    opt = FusedAdamW(fused.flat, torch.zeros_like(fused.flat), fused.layout.decay_size, _hparams(2))
     step = FusedStep(fused, opt, (2, 64), 1, torch.bfloat16, graph=True, warmup=2)
     tokens = torch.randint(0, cfg.vocab_size, (1, 2, 2, 65))
     # contiguous pinned buffers: a strided host source would be staged through pageable memory (a sync)

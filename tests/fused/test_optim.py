@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from archsearch.fused.model import fuse
-from archsearch.fused.optim import FusedAdamW, MemberHParams, decay_mask, lr_multiplier
+from archsearch.fused.optim import FusedAdamW, MemberHParams, lr_multiplier
 from archsearch.train.optim import WarmupCosine, make_optimizer, param_groups
 from tests.fused.conftest import members
 
@@ -33,16 +33,15 @@ def test_lr_multiplier_is_warmup_cosine(schedule):
     assert got.tolist() == pytest.approx([schedule(int(s)) for s in steps], rel=1e-14, abs=1e-15)
 
 
-def test_decay_mask_is_the_ordinary_decay_group():
+def test_the_decay_group_fills_the_first_columns():
     cfg, models = members("M*-", 1, dtype=torch.float32)
-    fused = fuse("M*-", cfg, [models[0].state_dict()])
-    mask = decay_mask(fused.layout, cfg, "M*-")
+    layout = fuse("M*-", cfg, [models[0].state_dict()]).layout
     decayed = {id(p) for g in param_groups(models[0], 0.1) if g["name"] == "decay" for p in g["params"]}
-    expected = sum(p.numel() for p in models[0].parameters() if id(p) in decayed)
-    assert int(mask.sum()) == expected > 0
-    views = fused.layout.views(mask)
-    assert views["layers.0.mixer.in_proj.weight"].all() and not views["layers.0.mixer.A_log"].any()
-    assert not views["embedding.weight"].any() and not views["layers.0.norm.weight"].any()
+    names = {n for n, p in models[0].named_parameters() if id(p) in decayed}
+    assert layout.decay_size == sum(p.numel() for p in models[0].parameters() if id(p) in decayed) > 0
+    first = {n for n, off in zip(layout.names, layout.offsets, strict=True) if off < layout.decay_size}
+    assert first == names and "layers.0.mixer.in_proj.weight" in first
+    assert not {"embedding.weight", "layers.0.mixer.A_log", "layers.0.norm.weight"} & first
 
 
 def test_members_step_as_if_trained_alone():
@@ -51,7 +50,7 @@ def test_members_step_as_if_trained_alone():
     fused = fuse(pattern, cfg, [m.state_dict() for m in models], dtype=torch.float64)
     grads = torch.zeros_like(fused.flat)
     fused.attach_grads(grads)
-    opt = FusedAdamW(fused.flat, grads, decay_mask(fused.layout, cfg, pattern), HPARAMS)
+    opt = FusedAdamW(fused.flat, grads, fused.layout.decay_size, HPARAMS)
     batches = [torch.randint(0, cfg.vocab_size, (3, 2, 25)) for _ in range(7)]
     for batch in batches:
         grads.zero_()
@@ -87,7 +86,7 @@ def test_the_step_reads_nothing_back_to_the_host(monkeypatch):
     cfg, models = members("M-", 2, dtype=torch.float32)
     fused = fuse("M-", cfg, [m.state_dict() for m in models])
     grads = torch.randn_like(fused.flat)
-    opt = FusedAdamW(fused.flat, grads, decay_mask(fused.layout, cfg, "M-"), HPARAMS[:2])
+    opt = FusedAdamW(fused.flat, grads, fused.layout.decay_size, HPARAMS[:2])
 
     def refuse(*args, **kwargs):
         raise AssertionError("host read in the optimizer step")
@@ -103,4 +102,4 @@ def test_mismatched_buffers_are_refused():
     cfg, models = members("M-", 2, dtype=torch.float32)
     fused = fuse("M-", cfg, [m.state_dict() for m in models])
     with pytest.raises(ValueError, match="do not agree"):
-        FusedAdamW(fused.flat, torch.zeros_like(fused.flat), decay_mask(fused.layout, cfg, "M-"), HPARAMS)
+        FusedAdamW(fused.flat, torch.zeros_like(fused.flat), fused.layout.decay_size, HPARAMS)
