@@ -80,6 +80,10 @@ def bench(
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(dev)
+        if (
+            compile and cuda
+        ):  # kernels specialised to this member count (a second count would turn it dynamic)
+            torch.compiler.reset()
         model = fuse(pattern, cfg, [one] * members, device=dev)
         model.compile_norm = compile and cuda
         opt = FusedAdamW(

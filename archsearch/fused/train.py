@@ -336,9 +336,7 @@ class _FusedJob:
         feed = BatchFeed(
             [m.datamodule.train_stream() for m in group], cfg.grad_accum, prefetch=2 if cuda else 0, pin=cuda
         )
-        window = _Window(
-            self.device, torch.zeros(cfg.log_every, cfg.grad_accum, k, device=self.device), group[0].step
-        )
+        window = _Window(torch.zeros(cfg.log_every, cfg.grad_accum, k, device=self.device), group[0].step)
         first_window = True
         try:
             step = group[0].step
@@ -508,8 +506,8 @@ class _FusedJob:
 class _Window:
     """Per-step losses on the device between two host reads, and the wall time they took."""
 
-    def __init__(self, device: torch.device, buffer: torch.Tensor, start: int):
-        self.device, self.buffer = device, buffer
+    def __init__(self, buffer: torch.Tensor, start: int):
+        self.buffer = buffer
         self.restart(start)
 
     def restart(self, start: int) -> None:
