@@ -272,6 +272,8 @@ class MemberRun:
             "train_time_s": round(self.train_time, 3),
             "tokens_per_s": _num(tps),
             "mfu": _num(mfu),
+            "time_to_first_step_s": extra.get("time_to_first_step_s"),
+            "cuda_graphs": extra.get("cuda_graphs"),
             "val_loss": metrics.get("val/loss"),
             "best_val_loss": _num(self.best_val_loss) if math.isfinite(self.best_val_loss) else None,
             "metrics": metrics,

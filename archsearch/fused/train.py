@@ -164,6 +164,8 @@ class _FusedJob:
         self.graph_fallback: str | None = None
         self.job_warm_tokens = 0
         self.job_warm_time = 0.0
+        self.started_perf = time.perf_counter()  # the clock of time_to_first_step_s, as train()'s
+        self.time_to_first_step: float | None = None
 
     # ---- setup ------------------------------------------------------------------------------------------------
     def execute(self) -> list[dict[str, Any]]:
@@ -269,6 +271,10 @@ class _FusedJob:
             "device_name": self.device_name,
             "flops_per_token": self.flops_per_token,
             "peak_flops": self.peak_flops,
+            "cuda_graphs": "graphed" if self.graph_used else f"eager: {self.graph_fallback or 'not captured'}",
+            "time_to_first_step_s": (
+                round(self.time_to_first_step, 3) if self.time_to_first_step is not None else None
+            ),
             "fused": {
                 "members": len(self.members),
                 "graph": self.graph_used,
@@ -346,6 +352,10 @@ class _FusedJob:
                 stepper.load(ids, labels)
                 stepper.run()
                 window.record(step, stepper.losses)
+                if self.time_to_first_step is None:  # one host sync in the job's life, as train() measures it
+                    if cuda:
+                        torch.cuda.synchronize(self.device)
+                    self.time_to_first_step = time.perf_counter() - self.started_perf
                 step += 1
                 for m in group:
                     m.step = step
