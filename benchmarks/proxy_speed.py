@@ -1,6 +1,6 @@
 """Proxy training speed on one card, every way in one run: archsearch eager and graphed (through ``train()``, the code
 path of ``archsearch train``), archsearch's and mamba_ssm's models in a bare loop (eager and one CUDA graph per step),
-and fused same-shape members when ``archsearch.train.fused`` is installed.
+and fused same-shape members (``archsearch.fused``).
 
 Each row reports tokens/s, MFU, the share of wall time the GPU is busy and the time to the first step:
 
@@ -14,9 +14,9 @@ Each row reports tokens/s, MFU, the share of wall time the GPU is busy and the t
   model to the end of the first step (warm-up and capture included).
 - ``startup``: a fresh Python process training the graphed configuration for a few steps with the kernel caches
   the rows above filled (what a sweep's next trial finds): import time plus ``time_to_first_step_s``.
-- ``fused-N``: ``archsearch.train.fused.train_fused(cfgs)`` with N configurations of the same shape (seeds 0..N-1)
-  must return a dict with ``tokens_per_s`` (all members together) and may add ``mfu`` and ``time_to_first_step_s``;
-  without that module or function the row says "not available".
+- ``fused-N``: ``archsearch.fused.train_fused(cfgs)`` with N configurations of the same shape (seeds 0..N-1), one
+  fused model whose members keep their own runs: tokens/s of all members together (the job's steady state), its
+  MFU and time to first step.
 
 Shape (shared/reference/anchors.md, "Small proxies on one H200"): the ``10m`` preset's 24-layer 8% hybrid
 ``M-M-M--*M-M-M-M-*M--M-M-`` (6.3M parameters), byte vocabulary, 32 x 1024 tokens a step, bf16 autocast, fp32
@@ -407,28 +407,25 @@ def startup_row(shape: dict, runs_dir: str) -> dict:
 
 
 def fused_row(shape: dict, device: str, runs_dir: str, members: int, fpt: float | None) -> dict:
-    """``archsearch.train.fused.train_fused`` over ``members`` same-shape configurations, when it exists."""
-    try:
-        fused = importlib.import_module("archsearch.train.fused")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("archsearch.train.fused",):
-            raise
-        return {"status": "not available", "reason": "archsearch.train.fused is not installed"}
-    entry = getattr(fused, "train_fused", None)
-    if entry is None:
-        return {"status": "not available", "reason": "archsearch.train.fused has no train_fused(cfgs)"}
+    """``archsearch.fused.train_fused`` (the fused trainer, through the same run directories and summaries as
+    ``train()``) over ``members`` same-shape configurations, seeds 0..members-1; tokens/s of all members together."""
+    from archsearch.fused import train_fused
+
     cfgs = [
         train_config(shape, device, runs_dir, f"fused{members}-{i}", "auto", shape["steps"], seed=i)
         for i in range(members)
     ]
-    out = entry(cfgs)
-    tps = out.get("tokens_per_s")
+    summaries = train_fused(cfgs)
+    job = summaries[0]["fused"]
+    tps = job.get("job_tokens_per_s")
+    bad = [s["status"] for s in summaries if s["status"] != "ok"]
     return {
-        "status": out.get("status", "ok"),
+        "status": bad[0] if bad else "ok",
+        "cuda_graphs": summaries[0].get("cuda_graphs"),
+        "compiled": job.get("compiled"),
         "tokens_per_s": _round(tps),
-        "mfu": out.get("mfu", mfu(tps, fpt, device)),
-        "time_to_first_step_s": out.get("time_to_first_step_s"),
-        "gpu_busy": out.get("gpu_busy"),
+        "mfu": job.get("job_mfu") or mfu(tps, fpt, device),
+        "time_to_first_step_s": summaries[0].get("time_to_first_step_s"),
     }
 
 

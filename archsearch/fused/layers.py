@@ -11,15 +11,13 @@ MLSys 2021, fuses the same way).
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from archsearch.layers.attention import CausalSelfAttention
 from archsearch.layers.attention import resolve as resolve_attention
-from archsearch.layers.backend import check_conv_ssm_backend, resolve_conv_ssm_backend
+from archsearch.layers.backend import check_conv_ssm_backend, compiled_variant, resolve_conv_ssm_backend
 from archsearch.layers.mamba2 import SPEC as MAMBA2_SPEC
 from archsearch.layers.mamba2 import Mamba2Dims, ssm_decay
 from archsearch.layers.mlp import MLP
@@ -108,13 +106,6 @@ def add_norm_math(
     return y.to(compute_dtype), residual
 
 
-@functools.cache
-def _compiled_add_norm():
-    # one Triton kernel per direction instead of about eight passes over (K, B, T, D): at 16 members of a 10m proxy
-    # the eager form moves tens of GB a step
-    return torch.compile(add_norm_math)  # a member count that changes (a stop) turns dynamic once
-
-
 def add_norm(
     out: torch.Tensor,
     residual: torch.Tensor | None,
@@ -125,8 +116,18 @@ def add_norm(
     compiled: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`add_norm_math` for ``norm``; ``compiled`` runs it through ``torch.compile`` (CUDA)."""
-    fn = _compiled_add_norm() if compiled else add_norm_math
     rms = norm.kind == "rmsnorm"
+    # compiled: one Triton kernel per direction instead of about eight passes over (K, B, T, D) (at 16 members of a
+    # 10m proxy the eager form moves tens of GB a step); a member count that changes (a stop) turns dynamic once
+    variant = (
+        residual is None,
+        rms,
+        residual_in_fp32,
+        norm.bias is None,
+        compute_dtype,
+        torch.is_grad_enabled(),
+    )
+    fn = compiled_variant(add_norm_math, variant) if compiled else add_norm_math
     return fn(out, residual, norm.weight, norm.bias, norm.eps, rms, residual_in_fp32, compute_dtype)
 
 

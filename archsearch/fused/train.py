@@ -271,7 +271,9 @@ class _FusedJob:
             "device_name": self.device_name,
             "flops_per_token": self.flops_per_token,
             "peak_flops": self.peak_flops,
-            "cuda_graphs": "graphed" if self.graph_used else f"eager: {self.graph_fallback or 'not captured'}",
+            "cuda_graphs": "graphed"
+            if self.graph_used
+            else f"eager: {self.graph_fallback or 'not captured'}",
             "time_to_first_step_s": (
                 round(self.time_to_first_step, 3) if self.time_to_first_step is not None else None
             ),

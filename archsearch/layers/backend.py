@@ -66,6 +66,25 @@ def _compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
     return torch.compile(fn, fullgraph=True)
 
 
+@functools.cache
+def compiled_variant(fn: Callable[..., Any], key: tuple[Any, ...]) -> Callable[..., Any]:
+    """``fn`` through ``torch.compile`` (full graph, shapes turning dynamic after their first change), with a
+    compilation cache of its own for each ``key``.
+
+    torch.compile keeps its cache on the function's code object, with a limit on recompilations; a process that
+    trains many models (a sweep worker's trials of different widths, a test session) meets more variants of one
+    function (first layer or not, norm kind, dtypes, grad mode) than that limit, and a full-graph function then
+    raises. A copy of ``fn`` with its own code object per variant keeps each cache small.
+    """
+    import types
+
+    import torch
+
+    code = fn.__code__.replace(co_name=f"{fn.__name__}_{compiled_variant.cache_info().currsize}")
+    copy = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
+    return torch.compile(copy, fullgraph=True, dynamic=None)
+
+
 def decode_kernel(fn: Callable[..., Any], x: torch.Tensor) -> Callable[..., Any]:
     """``fn`` through ``torch.compile`` inside a :func:`static_step` on CUDA (Triton importing), else ``fn`` itself.
 

@@ -15,23 +15,22 @@ The residual step has three implementations, chosen in one place (:func:`choose_
 
 from __future__ import annotations
 
-import functools
 import warnings
-from collections.abc import Callable
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archsearch.layers.backend import import_error
+from archsearch.layers.backend import compiled_variant, import_error
 
 FUSED_NORM_MODULE = "mamba_ssm.ops.triton.layer_norm"
 
 # From this model width up, the residual add + norm runs as mamba_ssm's Triton kernel; below it, compiled PyTorch.
-# Provisional (chosen so that only proxy widths change: the 400m and 1.3B of benchmarks/throughput.py keep the
-# Triton kernel) until benchmarks/add_norm.py measures the crossing on the H200; it prints the value to put here.
-FUSED_ADD_NORM_MIN_WIDTH = 1024
+# Measured by benchmarks/add_norm.py on an H200 (2026-12-04, forward + backward, graphed): compiled is faster up to
+# width 1024 (at 192: 102 vs 301 us for 32K tokens), Triton from 1536 (563 vs 638 us) at 32K tokens and from 2048
+# at 8K tokens (benchmarks/RESULTS.md).
+FUSED_ADD_NORM_MIN_WIDTH = 1536
 
 AddNormImpl = Literal["triton", "compiled", "torch"]
 ADD_NORM_IMPLS: tuple[str, ...] = ("triton", "compiled", "torch")
@@ -165,12 +164,6 @@ def add_norm_functional(
 _COMPILE_FAILED = False
 
 
-@functools.cache
-def _compiled() -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-    # static shapes: one width and one training shape per process; validation shapes get their own entries
-    return torch.compile(add_norm_functional, fullgraph=True, dynamic=False)
-
-
 def _add_norm_compiled(
     x: torch.Tensor,
     residual: torch.Tensor | None,
@@ -185,7 +178,18 @@ def _add_norm_compiled(
     global _COMPILE_FAILED
     if not _COMPILE_FAILED:
         try:
-            return _compiled()(x, residual, weight, bias, eps, residual_in_fp32, rms)
+            variant = (
+                residual is None,
+                rms,
+                residual_in_fp32,
+                bias is None,
+                x.dtype,
+                weight.dtype,
+                torch.is_grad_enabled(),
+            )
+            return compiled_variant(add_norm_functional, variant)(
+                x, residual, weight, bias, eps, residual_in_fp32, rms
+            )
         except Exception as exc:  # noqa: BLE001  (a compiler failure must not stop training: eager is exact)
             _COMPILE_FAILED = True
             warnings.warn(

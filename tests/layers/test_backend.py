@@ -50,3 +50,16 @@ def test_decode_kernel_stays_eager_without_triton(monkeypatch):
     )
     with backend.static_step():
         assert backend.decode_kernel(glue, CudaTensor()) is glue
+
+
+def test_compiled_variants_keep_caches_of_their_own():
+    """Each variant of a compiled function gets its own code object (torch.compile's cache and recompile limit are
+    per code object), and the same variant is compiled once."""
+    from archsearch.layers.norm import add_norm_functional
+
+    a = backend.compiled_variant(add_norm_functional, ("first", "bf16"))
+    b = backend.compiled_variant(add_norm_functional, ("next", "bf16"))
+    assert backend.compiled_variant(add_norm_functional, ("first", "bf16")) is a
+    assert a is not b
+    codes = {f.__wrapped__.__code__ for f in (a, b)} | {add_norm_functional.__code__}
+    assert len(codes) == 3
