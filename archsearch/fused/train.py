@@ -313,6 +313,14 @@ class _FusedJob:
             self._save(m, MemberState(flat[k], m.state.exp_avg, m.state.exp_avg_sq, m.step), len(group))
             m.finish("ok", None, self._extra())
 
+    def _note_step_kind(self, stepper: FusedStep) -> None:
+        """Whether the job's steps ran graphed and compiled, and why not (what the summaries report)."""
+        self.graph_used = self.graph_used or stepper.graphed
+        if stepper.fallback_reason and self.use_graph:
+            self.graph_fallback = stepper.fallback_reason
+        if stepper.compile_fallback:
+            self.compile, self.compile_fallback = False, stepper.compile_fallback
+
     def _train_group(self, group: list[MemberRun], stop_at: int) -> None:
         """Train ``group`` (all at one step) together until ``stop_at`` or until one of them stops."""
         cfg, k = self.cfg, len(group)
@@ -381,6 +389,7 @@ class _FusedJob:
                 if validates:
                     self._callbacks(group)
                 if step == cfg.max_steps:
+                    self._note_step_kind(stepper)  # before the summaries, which say whether it was graphed
                     for m in group:
                         if m.running:
                             m.finish("ok", None, self._extra())
@@ -390,11 +399,7 @@ class _FusedJob:
                     window.restart(step)  # after validation and saving: their time is not training time
         finally:
             feed.close()
-            self.graph_used = self.graph_used or stepper.graphed
-            if stepper.fallback_reason and self.use_graph:
-                self.graph_fallback = stepper.fallback_reason
-            if stepper.compile_fallback:
-                self.compile, self.compile_fallback = False, stepper.compile_fallback
+            self._note_step_kind(stepper)
             stepper.release()
         for i, m in enumerate(group):
             if m.running:
