@@ -367,16 +367,25 @@ def bare_mamba_ssm(shape: dict, steps: int, graphed: bool) -> tuple[dict, Any]:
     return row, run
 
 
-def startup_row(shape: dict, runs_dir: str) -> dict:
-    """A fresh process (warm kernel caches) training the graphed configuration for a few steps."""
+def startup_row(shape: dict, runs_dir: str, profile: str | None = None) -> dict:
+    """A fresh process (warm kernel caches) training the graphed configuration for a few steps; with ``profile``,
+    under cProfile, its costliest functions (cumulative and own time) written to ``profile``/startup_profile.txt."""
     cfg = train_config(shape, "cuda", runs_dir, "startup", "auto", 2 * shape["log_every"])
+    run = "s = train(TrainConfig.from_dict(json.loads(sys.argv[1])))\n"
+    if profile:
+        run = (
+            "import cProfile, io, pstats\n"
+            "prof = cProfile.Profile(); prof.enable()\n" + run + "prof.disable(); text = io.StringIO()\n"
+            "stats = pstats.Stats(prof, stream=text)\n"
+            "stats.sort_stats('cumulative').print_stats(80); stats.sort_stats('tottime').print_stats(40)\n"
+            f"open({str(Path(profile) / 'startup_profile.txt')!r}, 'w').write(text.getvalue())\n"
+        )
     code = (
         "import time; t0 = time.perf_counter()\n"
         "import json, sys\n"
         "from archsearch.train.config import TrainConfig\n"
         "from archsearch.train.run import train\n"
-        "imported = time.perf_counter() - t0\n"
-        "s = train(TrainConfig.from_dict(json.loads(sys.argv[1])))\n"
+        "imported = time.perf_counter() - t0\n" + run + ""
         "print(json.dumps({'import_s': imported, 'time_to_first_step_s': s['time_to_first_step_s'],"
         " 'cuda_graphs': s['cuda_graphs'], 'status': s['status']}))\n"
     )
@@ -516,7 +525,12 @@ def run(args: argparse.Namespace) -> dict:
                         put(name, out)
         if "startup" in want:
             name = "startup: fresh process, graphed"
-            put(name, _guarded(startup_row, shape, runs_dir) if device == "cuda" else dict(no_cuda))
+            put(
+                name,
+                _guarded(startup_row, shape, runs_dir, args.profile_startup)
+                if device == "cuda"
+                else dict(no_cuda),
+            )
         if "fused" in want:
             for n in (int(x) for x in args.fused.split(",") if x):
                 put(f"fused, {n} members", _guarded(fused_row, shape, device, runs_dir, n, fpt))
@@ -588,6 +602,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma list of {', '.join(ROWS)}")
     ap.add_argument("--fused", default="4,8,16", help="member counts of the fused rows")
     ap.add_argument("--out", default=None, help="write the result as JSON here")
+    ap.add_argument(
+        "--profile-startup",
+        default=None,
+        metavar="DIR",
+        help="profile the startup row's process (cProfile) into DIR",
+    )
     args = ap.parse_args(argv)
     unknown = set(args.rows.split(",")) - set(ROWS)
     if unknown:
