@@ -40,9 +40,8 @@ def test_cpu_smoke_run(bench, tmp_path):
         "startup: fresh process, graphed",
     ):
         assert rows[name] == {"status": "not available", "reason": "needs CUDA"}
-    if importlib.util.find_spec("archsearch.train.fused") is None:
-        assert rows["fused, 4 members"]["status"] == "not available"
-    assert "| archsearch eager (train) |" in bench.table(result)
+    fused = rows["fused, 4 members"]  # the fused trainer runs on the CPU too (eagerly)
+    assert fused["status"] == "ok" and fused["tokens_per_s"] > 0 and fused["time_to_first_step_s"] > 0
 
 
 def test_unknown_row_is_refused(bench):
