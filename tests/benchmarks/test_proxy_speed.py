@@ -42,6 +42,7 @@ def test_cpu_smoke_run(bench, tmp_path):
         assert rows[name] == {"status": "not available", "reason": "needs CUDA"}
     fused = rows["fused, 4 members"]  # the fused trainer runs on the CPU too (eagerly)
     assert fused["status"] == "ok" and fused["tokens_per_s"] > 0 and fused["time_to_first_step_s"] > 0
+    assert "| archsearch eager (train) |" in bench.table(result)
 
 
 def test_unknown_row_is_refused(bench):
