@@ -14,9 +14,10 @@ from typing import Any
 from archsearch.data.corpus import TokenSplits, load_default_corpus
 from archsearch.data.datamodule import HybridDataModule
 from archsearch.data.files import load_user_corpus
-from archsearch.data.tasks import make_task, task_names
+from archsearch.data.tasks import TASKS, Task, make_task, task_names
 from archsearch.data.token_files import check_token_ids
-from archsearch.data.tokenizer import get_tokenizer
+from archsearch.data.tokenizer import Tokenizer, get_tokenizer
+from archsearch.data.vocab import vocab_layout
 from archsearch.errors import ConfigError, did_you_mean
 
 
@@ -74,6 +75,7 @@ def make_datamodule(
     token_dtype: str | None = None,
     cache_dir: str | Path | None = None,
     task_options: dict[str, dict[str, Any]] | None = None,
+    eval_task_options: dict[str, dict[str, Any]] | None = None,
 ) -> HybridDataModule:
     """The data of a run: an LM corpus and/or synthetic tasks, mixed by weight.
 
@@ -88,12 +90,18 @@ def make_datamodule(
         val_batches: batches per validation set (None: every LM validation window, 64 batches per task).
         num_workers: DataLoader workers (0 = in the main process, the cheap default on CPU).
         tokenizer: "byte" or "hf:<name>" (local cache only).
-        vocab_size: the model's vocabulary if larger than the tokenizer's (e.g. for token files made elsewhere).
+        vocab_size: a text vocabulary larger than the tokenizer's (e.g. for token files made elsewhere). The
+            model's vocabulary is this (or the tokenizer's) plus one block per own-vocabulary task (MQAR):
+            ``dm.vocab_size`` (docs/data.md, "Vocabulary").
         val_fraction: the last fraction of a user corpus used for validation (default corpus: fixed split).
         text_field: the JSONL / dataset field with the text.
         token_dtype: dtype of raw token .bin files: uint16 (nanoGPT), uint32, int32 ... (else inferred).
         cache_dir: where tokenised text is cached.
         task_options: per-task config overrides, e.g. ``{"phonebook": {"shots": 2}}``.
+        eval_task_options: overrides for a task's held-out set only, on top of its ``task_options``: evaluate on
+            other (harder) levels than training, e.g. ``{"mqar": {"slices": [[512, 128]]}}`` or
+            ``{"phonebook": {"entries": [4, 16, 32], "shots": 1}}``; the held-out samples may be longer than
+            ``seq_len`` where the task needs it (MQAR slices).
 
     Raises:
         ConfigError: bad sizes, unknown tasks or task options.
@@ -106,14 +114,8 @@ def make_datamodule(
     if val_batches is not None:
         val_batches = _positive_int(val_batches, "val_batches")
     weights = normalise_weights(tasks)
-    task_options = dict(task_options or {})
-    for name in task_options:
-        if name not in weights or name == "lm":
-            raise ConfigError(
-                f"options given for {name!r}, which is not a synthetic task of this run ({', '.join(weights)})",
-                key="task_options",
-                hint=did_you_mean(name, list(weights)),
-            )
+    task_options = _options_of_tasks(task_options, weights, "task_options")
+    eval_task_options = _options_of_tasks(eval_task_options, weights, "eval_task_options")
     tok = get_tokenizer(tokenizer)
     if vocab_size is None:
         vocab_size = tok.vocab_size
@@ -140,9 +142,12 @@ def make_datamodule(
             check_token_ids(corpus.val, vocab_size, f"validation split of {corpus.description}")
 
     built = {n: make_task(n, seq_len, tok, task_options.get(n)) for n in weights if n != "lm"}
+    held_out = {n: _eval_task(n, t, seq_len, tok, task_options, eval_task_options) for n, t in built.items()}
+    layout = vocab_layout(weights, built, vocab_size)
     description: dict[str, Any] = {
         "tokenizer": tok.name,
-        "vocab_size": vocab_size,
+        "vocab_size": layout.size,
+        "vocab": layout.describe(built),
         "seq_len": seq_len,
         "seed": seed,
         "weights": weights,
@@ -157,11 +162,16 @@ def make_datamodule(
         n: {"levels": list(t.levels), "metric": t.metric, "config": dataclasses.asdict(t.config)}
         for n, t in built.items()
     }
+    for n in eval_task_options:
+        t = held_out[n]
+        description["tasks"][n]["eval"] = {"levels": list(t.levels), "config": dataclasses.asdict(t.config)}
     return HybridDataModule(
         tokenizer=tok,
-        vocab_size=vocab_size,
+        vocab_size=layout.size,
         corpus=corpus,
         tasks=built,
+        eval_tasks=held_out,
+        layout=layout,
         weights=weights,
         seq_len=seq_len,
         batch_size=batch_size,
@@ -170,3 +180,45 @@ def make_datamodule(
         num_workers=num_workers,
         description=description,
     )
+
+
+def _options_of_tasks(options: Any, weights: dict[str, float], key: str) -> dict[str, dict[str, Any]]:
+    """Per-task options, checked to name synthetic tasks of this run."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"expected a mapping of task name to options, got {options!r}", key=key)
+    for name in options:
+        if name not in weights or name == "lm":
+            raise ConfigError(
+                f"options given for {name!r}, which is not a synthetic task of this run ({', '.join(weights)})",
+                key=key,
+                hint=did_you_mean(name, list(weights)),
+            )
+    return dict(options)
+
+
+def _eval_task(
+    name: str,
+    train: Task,
+    seq_len: int,
+    tok: Tokenizer,
+    task_options: dict[str, dict[str, Any]],
+    eval_task_options: dict[str, dict[str, Any]],
+) -> Task:
+    """The task of ``name``'s held-out set: the training task, or one built with the eval options on top.
+
+    Raises:
+        ConfigError: eval options that change the task's vocabulary (the model has one block for it).
+    """
+    if name not in eval_task_options:
+        return train
+    options = {**(task_options.get(name) or {}), **(eval_task_options[name] or {})}
+    task = make_task(name, TASKS[name].fit_seq_len(seq_len, options), tok, options)
+    if task.vocab_size != train.vocab_size:
+        raise ConfigError(
+            f"the held-out {name} set would use {task.vocab_size} ids, training {train.vocab_size}: set the "
+            "vocabulary in task_options, not eval_task_options",
+            key=f"eval_task_options.{name}",
+        )
+    return task

@@ -24,6 +24,7 @@ from archsearch.data.metrics import TaskAccuracy
 from archsearch.data.rng import HELDOUT_SEED_OFFSET, sample_rng
 from archsearch.data.tasks import Task
 from archsearch.data.tokenizer import Tokenizer
+from archsearch.data.vocab import Shifted, VocabLayout, placed
 from archsearch.errors import ConfigError
 
 Sample = dict[str, Any]
@@ -113,7 +114,7 @@ class _ResumableLoader(DataLoader):
 class _HeldOut(Dataset):
     """``n`` held-out samples of a task (seed + HELDOUT_SEED_OFFSET), or the first ``n`` LM validation windows."""
 
-    def __init__(self, source: Task | LMWindows, n: int, seed: int):
+    def __init__(self, source: Task | Shifted | LMWindows, n: int, seed: int):
         self.source, self.n, self.seed = source, n, seed + HELDOUT_SEED_OFFSET
 
     def __len__(self) -> int:
@@ -129,9 +130,12 @@ class HybridDataModule(L.LightningDataModule):
     """Serves the LM corpus and synthetic tasks; built by ``make_datamodule`` (see its arguments).
 
     Attributes:
-        vocab_size: ids the model must accept (the tokenizer's, or larger when asked).
+        vocab_size: ids the model must accept: the text vocabulary (when a source uses text) plus one block per
+            own-vocabulary task (``layout``).
+        layout: where each source's ids sit (:class:`~archsearch.data.vocab.VocabLayout`).
         val_names: the validation dataloaders in order ("lm" first when present, then tasks as given).
-        tasks: name -> Task for every synthetic task in the mix.
+        tasks: name -> Task for every synthetic task in the mix (in its own ids, before any shift).
+        eval_tasks: name -> the Task of its held-out set (the training task unless eval options were given).
         weights: name -> training probability.
         samples_consumed: global train samples used so far (all ranks); where the next train batch starts.
     """
@@ -144,6 +148,8 @@ class HybridDataModule(L.LightningDataModule):
         corpus: TokenSplits | None,
         tasks: dict[str, Task],
         weights: dict[str, float],
+        eval_tasks: dict[str, Task] | None = None,
+        layout: VocabLayout | None = None,
         seq_len: int,
         batch_size: int,
         seed: int,
@@ -156,6 +162,8 @@ class HybridDataModule(L.LightningDataModule):
         self.vocab_size = vocab_size
         self.corpus = corpus
         self.tasks = tasks
+        self.eval_tasks = {**tasks, **(eval_tasks or {})}
+        self.layout = layout or VocabLayout(size=vocab_size, text=vocab_size)
         self.weights = weights
         self.seq_len = seq_len
         self.batch_size = batch_size
@@ -165,11 +173,11 @@ class HybridDataModule(L.LightningDataModule):
         self.description = description
         self.samples_consumed = 0
         self.world_size, self.rank = 1, 0
-        self.sources: dict[str, Task | LMWindows] = {}
+        self.sources: dict[str, Task | Shifted | LMWindows] = {}
         if corpus is not None:
             self.sources["lm"] = LMWindows(corpus.train, seq_len, f"train split of {corpus.description}")
             self.lm_val = LMWindows(corpus.val, seq_len, f"validation split of {corpus.description}")
-        self.sources.update(tasks)
+        self.sources.update({n: placed(t, self.layout, n) for n, t in tasks.items()})
         self.val_names = (["lm"] if corpus is not None else []) + list(tasks)
         self.mixture = Mixture(self.sources, weights, seed)
 
@@ -223,7 +231,7 @@ class HybridDataModule(L.LightningDataModule):
                 out[name] = _HeldOut(self.lm_val, int(min(n_task, self.lm_val.num_windows)), self.seed)
             else:
                 n = 64 * self.batch_size if n_task == math.inf else int(n_task)
-                out[name] = _HeldOut(self.tasks[name], n, self.seed)
+                out[name] = _HeldOut(placed(self.eval_tasks[name], self.layout, name), n, self.seed)
         return out
 
     def val_dataloader(self) -> list[DataLoader]:
@@ -239,5 +247,6 @@ class HybridDataModule(L.LightningDataModule):
         ]
 
     def make_metrics(self) -> dict[str, TaskAccuracy]:
-        """A fresh ``TaskAccuracy`` per synthetic task (keyed like ``val_names``; "lm" has none)."""
-        return {name: TaskAccuracy(task.levels, task.metric) for name, task in self.tasks.items()}
+        """A fresh ``TaskAccuracy`` per synthetic task (keyed like ``val_names``; "lm" has none), with the levels
+        of its held-out set."""
+        return {name: TaskAccuracy(task.levels, task.metric) for name, task in self.eval_tasks.items()}

@@ -40,6 +40,26 @@ class Task:
         """The difficulty levels this task draws from (sample ``i`` has level ``levels[i % len(levels)]``)."""
         raise NotImplementedError
 
+    @property
+    def own_vocab(self) -> bool:
+        """Whether the task speaks its own ids (MQAR) rather than the tokenizer's (text tasks, specials)."""
+        return False
+
+    @property
+    def vocab_size(self) -> int:
+        """Ids the task's samples use: ``[0, vocab_size)`` (the tokenizer's vocabulary unless ``own_vocab``)."""
+        return self.tokenizer.vocab_size
+
+    @classmethod
+    def fit_seq_len(cls, seq_len: int, options: dict[str, Any] | None) -> int:
+        """The sample length a task with ``options`` needs given the run's ``seq_len`` (held-out sets may ask
+        for longer contexts than training, e.g. MQAR slices); ``seq_len`` unless a task says otherwise."""
+        return seq_len
+
+    def baselines(self, level: int) -> dict[str, float]:
+        """Accuracies of recall-free strategies at ``level`` (e.g. ``chance``, ``book``), for plots; {} if none."""
+        return {}
+
     def level_for(self, index: int) -> int:
         """The level of sample ``index``: levels cycle with the index, so every set is balanced across levels."""
         return self.levels[index % len(self.levels)]

@@ -16,6 +16,7 @@ about other names before the scored one. The difficulty level is the number of e
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from archsearch.data.rng import sample_rng
@@ -61,6 +62,16 @@ class PhonebookConfig:
     shots: int = 0
 
 
+def _worst_case_sizes(config: PhonebookConfig) -> tuple[int, int]:
+    """(tokens per book entry, tokens outside the book) with the longest names, one byte one token."""
+    name = max(len(f.encode()) for f in FIRST_NAMES) + 1 + max(len(s.encode()) for s in LAST_NAMES)
+    num = config.digits + (1 if config.digits >= 6 else 0)
+    entry = name + 2 + num + 1  # "Name: 0412-5567\n"
+    query = 3 + name + 1 + 3 + num + 1  # "Q: Name\nA: 0412-5567\n"
+    fixed = (3 + name + 1 if config.query_first else 0) + 1 + config.shots * query + query - 1
+    return entry, fixed
+
+
 class PhonebookTask(Task):
     """Phonebook lookup: exact match on the queried number (see the module docstring for the format)."""
 
@@ -96,17 +107,21 @@ class PhonebookTask(Task):
     def levels(self) -> tuple[int, ...]:
         return self._levels
 
-    def _number_len(self) -> int:
-        return self.config.digits + (1 if self.config.digits >= 6 else 0)
-
     def max_entries(self) -> int:
         """The largest book whose worst case (longest names) fits seq_len, counting one byte as one token."""
-        name = max(len(f.encode()) for f in FIRST_NAMES) + 1 + max(len(s.encode()) for s in LAST_NAMES)
-        num = self._number_len()
-        entry = name + 2 + num + 1  # "Name: 0412-5567\n"
-        query = 3 + name + 1 + 3 + num + 1  # "Q: Name\nA: 0412-5567\n"
-        fixed = (3 + name + 1 if self.config.query_first else 0) + 1 + self.config.shots * query + query - 1
+        entry, fixed = _worst_case_sizes(self.config)
         return max(0, (self.config.seq_len - fixed) // entry)
+
+    @classmethod
+    def fit_seq_len(cls, seq_len: int, options: dict | None) -> int:
+        """``seq_len``, raised so the largest requested book fits (a held-out set may test larger books)."""
+        entries = (options or {}).get("entries")
+        if not entries or not all(isinstance(n, int) for n in entries):
+            return seq_len
+        known = {f.name for f in dataclasses.fields(PhonebookConfig)}
+        config = PhonebookConfig(**{k: v for k, v in (options or {}).items() if k in known and k != "entries"})
+        entry, fixed = _worst_case_sizes(config)
+        return max(seq_len, fixed + entry * max(entries))
 
     def _number(self, rng) -> str:
         digits = "".join(str(d) for d in rng.integers(0, 10, size=self.config.digits))
