@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +49,9 @@ class Mamba2Config:
     ngroups: int = 8
     d_conv: int = 4
     chunk_size: int = 128
+    # in_proj init: "mamba_ssm" keeps PyTorch's fan-in uniform init, as mamba_ssm's LM (at proxy widths 0.02 is
+    # several times smaller and Mamba-2 then sits at chance on recall for hundreds of steps); "normal": init_std
+    init: Literal["mamba_ssm", "normal"] = "mamba_ssm"
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,10 @@ class Mamba2Mixer(FusedOrReferenceForward, nn.Module):
         backend: ``auto`` (kernels for CUDA inputs when mamba_ssm imports), ``fused`` or ``reference``.
         layer_idx: position in the stack (kept for caches and messages).
         dt_min, dt_max, dt_init_floor, A_init_range: initialisation ranges, as mamba_ssm.
+        in_proj_init: "mamba_ssm": ``in_proj`` keeps PyTorch's default init, uniform within +-1/sqrt(d_model),
+            and is marked so that the model's ``reset_parameters`` keeps it (mamba_ssm's MambaLMHeadModel
+            re-initialises only biases, embeddings and ``out_proj``); "normal": the model's normal(0, init_std)
+            applies, as to every other linear layer.
         device, dtype: factory arguments for the parameters.
 
     Raises:
@@ -169,6 +176,7 @@ class Mamba2Mixer(FusedOrReferenceForward, nn.Module):
         dt_max: float = 0.1,
         dt_init_floor: float = 1e-4,
         A_init_range: tuple[float, float] = (1.0, 16.0),
+        in_proj_init: str = "mamba_ssm",
         device: Any = None,
         dtype: Any = None,
     ):
@@ -183,6 +191,13 @@ class Mamba2Mixer(FusedOrReferenceForward, nn.Module):
         factory = {"device": device, "dtype": dtype}
 
         self.in_proj = nn.Linear(dims.d_model, dims.d_in_proj, bias=dims.bias, **factory)
+        if in_proj_init not in ("mamba_ssm", "normal"):
+            raise ConfigError(
+                f"expected 'mamba_ssm' or 'normal', found {in_proj_init!r}", key="model.mamba2.init"
+            )
+        # Why it matters: at d_model 64, normal(0, 0.02) is 3.6x smaller than this init, the SSM's x, B and C
+        # shrink with it and a 2-layer Mamba-2 stays at chance on MQAR for hundreds of steps (docs/paper_proxy.md).
+        self.in_proj.weight._no_reinit = in_proj_init == "mamba_ssm"
         self.conv1d = nn.Conv1d(
             dims.conv_dim, dims.conv_dim, kernel_size=dims.d_conv, groups=dims.conv_dim,
             padding=dims.d_conv - 1, bias=True, **factory,
@@ -325,7 +340,12 @@ class Mamba2Mixer(FusedOrReferenceForward, nn.Module):
 # ---- registry hooks ----------------------------------------------------------------------------------------
 def build(cfg: ModelConfig, opts: Mamba2Options | None, layer_idx: int) -> Mamba2Mixer:
     """The ``M`` layer for position ``layer_idx`` of a model with config ``cfg``."""
-    return Mamba2Mixer(Mamba2Dims.from_config(cfg, opts, layer_idx), backend=cfg.backend, layer_idx=layer_idx)
+    return Mamba2Mixer(
+        Mamba2Dims.from_config(cfg, opts, layer_idx),
+        backend=cfg.backend,
+        layer_idx=layer_idx,
+        in_proj_init=cfg.mamba2.init,
+    )
 
 
 def param_count(d: Mamba2Dims) -> int:
