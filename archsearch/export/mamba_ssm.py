@@ -61,6 +61,8 @@ def check_mamba_ssm(pattern: Pattern | str, cfg: ModelConfig) -> list[str]:
         problems.append(f"norm epsilon {cfg.norm_eps:g} (MixerModel uses {_MIXER_MODEL_EPS:g})")
     if "*" in syms and attention.resolve(cfg).window is not None:
         problems.append("sliding-window attention")
+    if "*" in syms and attention.resolve(cfg).conv:
+        problems.append(f"attention's short conv (model.attention.conv {attention.resolve(cfg).conv})")
     return problems
 
 

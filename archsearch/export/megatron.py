@@ -116,6 +116,8 @@ def check_megatron(pattern: Pattern | str, cfg: ModelConfig, style: str = "mamba
         dims = attention.resolve(cfg)
         if dims.window is not None:
             problems.append(f"sliding-window attention (window {dims.window}) in a hybrid stack")
+        if dims.conv:
+            problems.append(f"attention's short conv (model.attention.conv {dims.conv})")
     if "M" in syms:
         m = mamba2.Mamba2Dims.from_config(cfg)
         if m.d_conv != _MEGATRON_CONV:

@@ -1,8 +1,14 @@
-"""Causal self-attention (``*``): multi-head or grouped-query, optional (partial) RoPE and sliding window.
+"""Causal self-attention (``*``): multi-head or grouped-query, optional (partial) RoPE, sliding window and short conv.
 
 Computed with ``torch.nn.functional.scaled_dot_product_attention``: ``is_causal=True`` without a window (flash
 attention on GPU), an explicit banded boolean mask with one. Layout follows Megatron-LM / GPT-NeoX: fused ``in_proj``
 producing [q | k | v], RoPE in "rotate half" form on the first ``rope_fraction`` of each head's dims.
+
+``conv=k`` adds a causal depthwise convolution of kernel ``k`` over the projected [q | k | v] channels before RoPE
+(Primer's multi-dconv-head attention, So et al. 2021; the same short conv Mamba applies to its x, B, C). It gives
+attention the token shift that associative recall needs: a key can carry the token before it, so a query matches the
+position after its key, where the value is, in one layer (Zoology's attention baseline gets it from a short-conv
+layer before attention).
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ class AttentionOptions:
     rope_fraction: float | None = field(default=None, metadata={"min": 0.0, "max": 1.0})
     rope_base: float | None = field(default=None, metadata={"min": 1.0})
     window: int | None = field(default=None, metadata={"min": 0})  # 0 turns a model-wide window off here
+    conv: int | None = field(
+        default=None, metadata={"min": 0}
+    )  # short conv kernel; 0 turns a model-wide one off
 
 
 @dataclass
@@ -41,6 +50,7 @@ class AttentionConfig:
     rope_fraction: float = 1.0  # share of each head's dims that rotate (the paper's Transformer: 0.5)
     rope_base: float = 10000.0
     window: int | None = None  # sliding-window size in tokens; None is full causal attention
+    conv: int | None = None  # short causal depthwise conv on q, k, v (kernel size, e.g. 3); None or 0: none
 
 
 # ---- option resolution (shared by build, cost and the parallel block) -------------------------------------------
@@ -71,10 +81,15 @@ class AttentionDims:
     rope_base: float
     window: int | None  # None: full causal
     bias: bool
+    conv: int = 0  # kernel of the short causal conv on q, k, v; 0: none
 
     @property
     def q_dim(self) -> int:
         return self.n_heads * self.head_dim
+
+    @property
+    def qkv_dim(self) -> int:
+        return self.q_dim + 2 * self.kv_dim
 
     @property
     def kv_dim(self) -> int:
@@ -87,7 +102,7 @@ def resolve(cfg: Any, opts: Any = None, layer_idx: int | None = None, symbol: st
     Raises:
         ConfigError: non-positive sizes, heads not divisible by KV heads, d_model not divisible by heads (when
             head_dim is not given), a rope_fraction outside (0, 1] or giving an odd number of rotated dims, or a
-            negative window.
+            negative window or conv kernel.
     """
     a = cfg.attention
     source = f"layer {layer_idx} ({symbol})" if layer_idx is not None else f"layer {symbol}"
@@ -139,7 +154,12 @@ def resolve(cfg: Any, opts: Any = None, layer_idx: int | None = None, symbol: st
                 wkey,
             )
         window = window or None
-    return AttentionDims(cfg.d_model, heads, kv, hd, rot, float(base), window, bool(cfg.bias))
+    conv, ckey = choose(opts, "conv", a.conv, "model.attention.conv", symbol)
+    if conv is not None and (isinstance(conv, bool) or not isinstance(conv, int) or conv < 0):
+        raise ConfigError(
+            f"conv must be a non-negative kernel size (0 = no conv), found {conv!r}", source, ckey
+        )
+    return AttentionDims(cfg.d_model, heads, kv, hd, rot, float(base), window, bool(cfg.bias), conv or 0)
 
 
 # ---- masks and SDPA -------------------------------------------------------------------------------------------
@@ -230,6 +250,7 @@ class KVCache:
     k: torch.Tensor
     v: torch.Tensor
     seqlen: int = 0
+    conv: torch.Tensor | None = None  # (B, qkv_dim, conv - 1): the last projected tokens, for the short conv
     pos: torch.Tensor | None = field(default=None, kw_only=True)  # keyword-only: subclasses add fields
 
 
@@ -246,16 +267,39 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.dims = dims
         self.layer_idx = layer_idx
-        self.in_proj = nn.Linear(dims.d_model, dims.q_dim + 2 * dims.kv_dim, bias=dims.bias)
+        self.in_proj = nn.Linear(dims.d_model, dims.qkv_dim, bias=dims.bias)
+        # depthwise, causal (left padding, output trimmed to T); PyTorch's default init, as Mamba's and Zoology's
+        self.conv1d = (
+            nn.Conv1d(dims.qkv_dim, dims.qkv_dim, dims.conv, groups=dims.qkv_dim, padding=dims.conv - 1)
+            if dims.conv
+            else None
+        )
         self.out_proj = nn.Linear(dims.q_dim, dims.d_model, bias=dims.bias)
         self.rotary = RotaryEmbedding(dims.rot_dim, dims.rope_base, hint_len) if dims.rot_dim else None
 
+    def _project(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """[q | k | v] (B, T, qkv_dim), through the short conv when there is one (continuing ``cache.conv``)."""
+        proj = self.in_proj(x)
+        if self.conv1d is None:
+            return proj
+        t = x.shape[1]
+        proj_t = proj.transpose(1, 2)  # (B, C, T)
+        if cache is None:
+            return self.conv1d(proj_t)[..., :t].transpose(1, 2)
+        # decode: the cached last (conv - 1) projections stand in for the zero padding of a full forward
+        window = torch.cat([cache.conv.to(proj_t.dtype), proj_t], dim=-1)  # (B, C, conv - 1 + T)
+        cache.conv.copy_(window[..., window.shape[-1] - cache.conv.shape[-1] :])
+        w = self.conv1d.weight
+        return F.conv1d(
+            window, w.to(window.dtype), self.conv1d.bias.to(window.dtype), groups=w.shape[0]
+        ).transpose(1, 2)
+
     def _qkv(
-        self, x: torch.Tensor, offset: int | torch.Tensor
+        self, x: torch.Tensor, offset: int | torch.Tensor, cache: KVCache | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, t, _ = x.shape
         d = self.dims
-        qk, v = self.in_proj(x).split([d.q_dim + d.kv_dim, d.kv_dim], dim=-1)
+        qk, v = self._project(x, cache).split([d.q_dim + d.kv_dim, d.kv_dim], dim=-1)
         # q and k heads side by side: (B, H + Hkv, T, hd); RoPE rotates both in one pass (half the small kernels
         # of two calls, which matters in a decode step).
         qk = qk.view(b, t, d.n_heads + d.n_kv_heads, d.head_dim).transpose(1, 2)
@@ -294,8 +338,13 @@ class CausalSelfAttention(nn.Module):
         device = device if device is not None else w.device
         if self.rotary is not None:
             self.rotary.tables(max_seqlen, torch.device(device))
+        conv = None
+        if self.conv1d is not None:
+            conv = torch.zeros(batch_size, self.dims.qkv_dim, self.dims.conv - 1, dtype=dtype, device=device)
         return KVCache(
-            torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device)
+            torch.zeros(shape, dtype=dtype, device=device),
+            torch.zeros(shape, dtype=dtype, device=device),
+            conv=conv,
         )
 
     def step(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
@@ -313,7 +362,7 @@ class CausalSelfAttention(nn.Module):
                 f"decode ran past the KV cache: it holds {cache.k.shape[2]} positions, this step needs {end}",
                 key="max_seqlen",
             )
-        q, k, v = self._qkv(x, start)
+        q, k, v = self._qkv(x, start, cache)
         cache.k[:, :, start:end] = k.to(cache.k.dtype)
         cache.v[:, :, start:end] = v.to(cache.v.dtype)
         cache.seqlen = end
@@ -330,14 +379,17 @@ class CausalSelfAttention(nn.Module):
             )
         pos = cache.pos
         with static_step():
-            q, k, v = self._qkv(x, pos)
+            q, k, v = self._qkv(x, pos, cache)
             cache.k.index_copy_(2, pos, k.to(cache.k.dtype))
             cache.v.index_copy_(2, pos, v.to(cache.v.dtype))
             return self._out(decode_attention(q, cache.k, cache.v, pos, self.dims.window))
 
     def extra_repr(self) -> str:
         d = self.dims
-        return f"heads={d.n_heads}, kv_heads={d.n_kv_heads}, head_dim={d.head_dim}, rot_dim={d.rot_dim}, window={d.window}"
+        return (
+            f"heads={d.n_heads}, kv_heads={d.n_kv_heads}, head_dim={d.head_dim}, rot_dim={d.rot_dim}, "
+            f"window={d.window}, conv={d.conv}"
+        )
 
 
 # ---- registry hooks -------------------------------------------------------------------------------------------
@@ -348,15 +400,22 @@ def build(cfg: Any, opts: AttentionOptions | None, layer_idx: int) -> CausalSelf
 
 def dims_cost(d: AttentionDims, seq_len: int) -> LayerCost:
     """Cost of an attention layer of resolved sizes ``d`` (shared with the parallel block)."""
-    proj_w = d.d_model * (d.q_dim + 2 * d.kv_dim) + d.q_dim * d.d_model
-    params = proj_w + (d.q_dim + 2 * d.kv_dim + d.d_model if d.bias else 0)
+    proj_w = d.d_model * d.qkv_dim + d.q_dim * d.d_model
+    params = proj_w + (d.qkv_dim + d.d_model if d.bias else 0)
     t_eff = average_context(seq_len, d.window)
     flops = 2 * proj_w + 2 * 2 * t_eff * d.n_heads * d.head_dim  # projections + QK^T and AV
+    conv_state = 0
+    if d.conv:  # depthwise taps and bias; decode keeps the last conv - 1 projected tokens
+        params += d.qkv_dim * (d.conv + 1)
+        flops += 2 * d.qkv_dim * d.conv
+        conv_state = d.qkv_dim * (d.conv - 1)
     if (
         d.window is not None
     ):  # a ring buffer of `window` positions is all decode needs: fixed state, no growth
-        return LayerCost(params, flops, kv_elems_per_token=0, state_elems=2 * d.kv_dim * d.window)
-    return LayerCost(params=params, flops_fwd_per_token=flops, kv_elems_per_token=2 * d.kv_dim)
+        return LayerCost(
+            params, flops, kv_elems_per_token=0, state_elems=2 * d.kv_dim * d.window + conv_state
+        )
+    return LayerCost(params, flops, kv_elems_per_token=2 * d.kv_dim, state_elems=conv_state)
 
 
 def cost(cfg: Any, opts: AttentionOptions | None, seq_len: int) -> LayerCost:
@@ -390,7 +449,7 @@ SPEC = register(
         symbol="*",
         name="attention",
         role="mixer",
-        summary="causal self-attention, MHA or GQA, RoPE on/off/partial, optional sliding window (SDPA)",
+        summary="causal self-attention, MHA or GQA, RoPE on/off/partial, optional sliding window and short conv",
         options=AttentionOptions,
         config=AttentionConfig,
         megatron=True,

@@ -101,6 +101,7 @@ def test_pipeline_bounds_do_not_matter():
         ("M-*-", swiglu(norm_eps=1e-6), r"norm epsilon 1e-06"),
         ("M-*-", ModelConfig(d_model=512), r"MLP activation gelu"),
         ("M-*-/M-", swiglu(), r"multi-token-prediction"),
+        ("M*M*", ModelConfig(d_model=256, attention=AttentionConfig(conv=3)), r"attention's short conv"),
     ],
 )
 def test_what_mamba_ssm_cannot_express(pattern, cfg, match):

@@ -166,6 +166,11 @@ def test_hybrid_style_keeps_stage_bounds_and_mtp():
         ("M-G-", small(), r"does not map to Megatron flags yet: 'G'"),
         ("M*M-", small(attention=AttentionConfig(window=128)), r"sliding-window attention \(window 128\)"),
         ("M*M-", small(mamba2=Mamba2Config(d_conv=3)), r"conv width 3"),
+        (
+            "M*M-",
+            small(attention=AttentionConfig(conv=3)),
+            r"attention's short conv \(model.attention.conv 3\)",
+        ),
     ],
 )
 def test_what_megatron_cannot_express(pattern, cfg, match):
