@@ -17,6 +17,7 @@ from archsearch.viz.levels import plot_levels
 from archsearch.viz.pareto import pareto_front, plot_pareto
 from archsearch.viz.placement import plot_placement
 from archsearch.viz.ratio_map import plot_ratio_map
+from archsearch.viz.recall import plot_recall_pairs, plot_recall_state
 from archsearch.viz.render import FAMILIES, render_figures
 from archsearch.viz.report import write_report
 from archsearch.viz.ribbons import plot_ribbons
@@ -39,6 +40,8 @@ __all__ = [
     "plot_pareto",
     "plot_placement",
     "plot_ratio_map",
+    "plot_recall_pairs",
+    "plot_recall_state",
     "plot_ribbons",
     "plot_rope",
     "records_from_study",

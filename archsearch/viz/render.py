@@ -21,6 +21,7 @@ FAMILIES = (
     "ratio_map",
     "fraction",
     "levels",
+    "recall",
     "pareto",
     "ribbons",
     "placement",
@@ -65,6 +66,7 @@ def figure_specs(
     from archsearch.viz.pareto import COST_AXES, available_costs, plot_pareto
     from archsearch.viz.placement import plot_placement
     from archsearch.viz.ratio_map import plot_ratio_map
+    from archsearch.viz.recall import plot_recall_pairs, plot_recall_state
     from archsearch.viz.ribbons import plot_ribbons
     from archsearch.viz.rope import plot_rope
 
@@ -98,6 +100,20 @@ def figure_specs(
             lambda: plot_levels(rec, objective),
         )
     )
+    specs += [
+        FigureSpec(
+            "recall_state",
+            "recall",
+            "recall against decode state per architecture, best learning rate, seeds as bars (Zoology's figure)",
+            lambda: plot_recall_state(rec, objective),
+        ),
+        FigureSpec(
+            "recall_pairs",
+            "recall",
+            "recall per level per architecture at its best learning rate, seeds as a band",
+            lambda: plot_recall_pairs(rec, objective),
+        ),
+    ]
     costs = [c for c in available_costs(rec) if c in _COST_STEMS and c != obj.name]
     costs += [o.name for o in rec.objectives if o.name != obj.name and o.name not in costs]
     if not costs:
