@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _TASK_ACC = re.compile(r"val/(?P<task>[^/]+)/acc")
 _NOT_ARCH = ("seed", "train.seed", "lr", "train.lr")  # what varies within one architecture
+# dimensions that only shape the pattern (which names the architecture already)
+_PATTERN_DIMS = {"layers", "mlp", "moe", "spread", "mlp_spread", "positions", "base", "attention_type"}
 _MARKERS = "osD^vP*Xph"
 _BASELINE_LABELS = ("chance", "guess a value from the book")
 
@@ -41,7 +43,11 @@ def arch_of(t: TrialRecord) -> str:
 
 
 def _varies_within(name: str) -> bool:
-    return name in _NOT_ARCH or name in {"attention", "mlp", "layers", "spread", "base"}
+    """Seeds and learning rates vary within an architecture; the layer-mix dimensions are in its pattern already."""
+    from archsearch.pattern import registry
+
+    mixers = {s.name for s in registry.all_specs()}
+    return name in _NOT_ARCH or name in _PATTERN_DIMS or name in mixers or name.startswith("position_")
 
 
 def _short_param(name: str) -> str:

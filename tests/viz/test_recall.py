@@ -107,6 +107,8 @@ def test_arch_key_prefers_the_recorded_attribute():
         attrs={"pattern": "MM"},
     )
     assert arch_of(t) == "MM d_state=16"
+    t.params.update(positions="0.0", attention=0.5, layers=2)  # they only shape the pattern
+    assert arch_of(t) == "MM d_state=16"
     t.attrs["arch"] = "mamba2-16"
     assert arch_of(t) == "mamba2-16"
 
