@@ -141,7 +141,7 @@ def _model_config(values: dict[str, Any], space: SearchSpace, pattern: Any) -> A
     base, _ = get_preset(space.preset)
     data = _merge(base.to_dict(), space.model)
     data["vocab_size"] = data_vocab_size(
-        space.data, tuple(sorted((space.tasks or {}).items())), space.seq_len
+        space.data, tuple(sorted((space.tasks or {}).items())), space.seq_len, _data_options(space)
     )
     data["max_seq_len"] = max(data.get("max_seq_len", 0), space.seq_len)
     cfg = ModelConfig.from_dict(data, source=f"{space.source}: model")
@@ -159,13 +159,28 @@ def _model_config(values: dict[str, Any], space: SearchSpace, pattern: Any) -> A
 
 
 @functools.lru_cache(maxsize=8)
-def data_vocab_size(data: str, tasks: tuple[tuple[str, float], ...], seq_len: int) -> int:
+def data_vocab_size(
+    data: str, tasks: tuple[tuple[str, float], ...], seq_len: int, data_options: str = "{}"
+) -> int:
     """The vocabulary the trial's data gives the model (training replaces the preset's with it), so the budget
-    fit and the cost model count the embedding that will really be trained."""
+    fit and the cost model count the embedding that will really be trained; ``data_options`` (JSON of the space's
+    ``train.data_options``) can change it (a task's own vocabulary, a larger text vocabulary)."""
+    import json
+
     from archsearch.data import make_datamodule
 
-    dm = make_datamodule(data, dict(tasks) or None, seq_len=seq_len, batch_size=1, seed=0)
+    options = json.loads(data_options)
+    dm = make_datamodule(data, dict(tasks) or None, seq_len=seq_len, batch_size=1, seed=0, **options)
     return int(dm.vocab_size)
+
+
+def _data_options(space: SearchSpace) -> str:
+    """The space's ``train.data_options`` that decide the vocabulary, as hashable JSON."""
+    import json
+
+    options = (space.train or {}).get("data_options") or {}
+    keep = ("tokenizer", "vocab_size", "task_options")
+    return json.dumps({k: options[k] for k in keep if k in options}, sort_keys=True)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -215,7 +230,9 @@ def check_corners(space: SearchSpace) -> None:
     from archsearch.model.build import build_model
 
     try:
-        data_vocab_size(space.data, tuple(sorted((space.tasks or {}).items())), space.seq_len)
+        data_vocab_size(
+            space.data, tuple(sorted((space.tasks or {}).items())), space.seq_len, _data_options(space)
+        )
     except ArchsearchError as exc:
         key = getattr(exc, "key", None) or "data"
         message = getattr(exc, "message", None) or str(exc)
