@@ -197,7 +197,7 @@ def test_render_writes_png_and_svg_and_skips_what_does_not_apply(grid_study, tmp
     } <= set(res.written)
     for files in res.written.values():
         assert [f.suffix for f in files] == [".png", ".svg"] and all(f.stat().st_size > 1000 for f in files)
-    assert {s for s, _ in res.skipped} == {"placement", "rope", "levels"}
+    assert {s for s, _ in res.skipped} == {"placement", "rope", "levels", "recall_pairs"}
     import matplotlib.pyplot as plt
 
     assert plt.get_fignums() == []  # every figure closed
