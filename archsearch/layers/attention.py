@@ -428,9 +428,10 @@ def cost(cfg: Any, opts: AttentionOptions | None, seq_len: int) -> LayerCost:
 
 
 def activations(cfg: Any, opts: AttentionOptions | None) -> float:
-    """q + k + v + attention output = 2 x heads x head_dim + 2 x kv_heads x head_dim (no T x T: flash)."""
+    """q + k + v + attention output = 2 x heads x head_dim + 2 x kv_heads x head_dim (no T x T: flash); with the
+    short conv, its input (the projected q, k, v) too."""
     d = resolve(cfg, opts)
-    return 2 * d.q_dim + 2 * d.kv_dim
+    return 2 * d.q_dim + 2 * d.kv_dim + (d.qkv_dim if d.conv else 0)
 
 
 def width_step(cfg: Any, opts: Any) -> int:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from archsearch.errors import ConfigError, PatternError
-from archsearch.layers.attention import AttentionOptions, build, cost, resolve, sdpa
+from archsearch.layers.attention import AttentionOptions, activations, build, cost, resolve, sdpa
 from archsearch.model.config import ModelConfig
 from archsearch.model.hybrid_lm import HybridLM
 from archsearch.pattern.parser import parse
@@ -93,6 +93,8 @@ def test_cost_counts_the_conv(window):
     assert (
         conv.state_elems - plain.state_elems == 2 * c and conv.kv_elems_per_token == plain.kv_elems_per_token
     )
+    # training memory: the conv's input (the projected q, k, v) is saved for backward too
+    assert activations(cfg, AttentionOptions(conv=3)) - activations(cfg, None) == c
 
 
 def test_conv_can_shift_keys_by_one_token():
