@@ -266,7 +266,7 @@ def plot_recall_state(
         xs = [s.state_bytes for s in pts]
         ax.plot(xs, [s.mean for s in pts], "-", color=colors[fam], lw=1, alpha=0.6, zorder=2)
         for s in pts:
-            err = [[s.mean - min(s.acc)], [max(s.acc) - s.mean]]
+            err = [[max(0.0, s.mean - min(s.acc))], [max(0.0, max(s.acc) - s.mean)]]  # float noise
             ax.errorbar(
                 [s.state_bytes], [s.mean], yerr=err, fmt=_MARKERS[i % len(_MARKERS)], color=colors[fam],
                 capsize=3, markersize=6, label=_label(s, rec), zorder=3,

@@ -149,3 +149,23 @@ def test_not_applicable_without_task_accuracy(tmp_path: Path):
 def test_render_writes_the_recall_family(sweep: Path, tmp_path: Path):
     result = render_figures(load_study(sweep), tmp_path / "plots", only=["recall"], formats=("png",))
     assert set(result.written) == {"recall_state", "recall_pairs"}
+
+
+def test_identical_seeds_draw_without_negative_bars(tmp_path: Path):
+    """Seeds with the same accuracy: the mean may differ from them by float noise; the bars must stay >= 0."""
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="same", direction="maximize"
+    )
+    study.set_user_attr("objectives", [{"name": "val/mqar/acc", "direction": "maximize"}])
+    dist = {"train.seed": CategoricalDistribution([0, 1, 2])}
+    for seed in (0, 1, 2):
+        attrs = {
+            "pattern": "MM",
+            "metrics": {"val/mqar/acc": 0.1},
+            "state_bytes": 1000,
+            "kv_bytes_per_token": 0,
+        }
+        study.add_trial(
+            create_trial(value=0.1, params={"train.seed": seed}, distributions=dist, user_attrs=attrs)
+        )
+    plot_recall_state(study)
