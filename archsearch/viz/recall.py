@@ -1,99 +1,58 @@
 """Recall against memory (Zoology's figure) and against the number of key-value pairs, per architecture.
 
-An architecture is a layer pattern with its size settings (``arch`` when the sweep records it, else the pattern plus
-every searched parameter that is neither a seed nor a learning rate, e.g. ``model.mamba2.d_state``). Each is scored
-at its best learning rate (the highest mean over seeds, as Zoology takes the best of four rates); its seeds at that
-rate draw the mean and a min-max band. Chance and the book-guessing baseline (the model knows the book's values, not
-which key they belong to) come from the task itself. The state axis is what decoding must keep per sequence: SSM
-and conv states plus the KV cache at the longest evaluated context.
+Architectures, their best learning rate and their replicates come from :mod:`archsearch.viz.analysis` (as the report
+scores them: the ``arch`` attribute, else the pattern plus the searched parameters other than seed and learning rate;
+the mean over seeds at the best rate, reused results never counted); the plots draw that mean with its 95%
+t-interval (bars, or a band per level). Chance and the book-guessing baseline (the model knows the book's values,
+not which key they belong to) come from the task itself. The state axis is what decoding must keep per sequence:
+SSM and conv states plus the KV cache at the longest evaluated context.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from archsearch.errors import ArchsearchError
+from archsearch.stats import Interval, mean_interval
 from archsearch.viz._patterns import short_label
-from archsearch.viz._records import PlotNotApplicable, StudyRecords, TrialRecord, as_records
+from archsearch.viz._records import Objective, PlotNotApplicable, StudyRecords, as_records
+from archsearch.viz._replicates import interval_errors
 from archsearch.viz._style import fmt_bytes, new_axes
+from archsearch.viz.analysis import architectures
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
     from matplotlib.axes import Axes
 
 _TASK_ACC = re.compile(r"val/(?P<task>[^/]+)/acc")
-_NOT_ARCH = ("seed", "train.seed", "lr", "train.lr")  # what varies within one architecture
-# dimensions that only shape the pattern (which names the architecture already)
-_PATTERN_DIMS = {"layers", "mlp", "moe", "spread", "mlp_spread", "positions", "base", "attention_type"}
 _MARKERS = "osD^vP*Xph"
 _BASELINE_LABELS = ("chance", "guess a value from the book")
 
 
 # ---- extract ------------------------------------------------------------------------------------------------------
-def arch_of(t: TrialRecord) -> str:
-    """The trial's architecture: the ``arch`` attribute, else its pattern and its non-seed, non-lr parameters."""
-    if t.attrs.get("arch"):
-        return str(t.attrs["arch"])
-    extra = [f"{_short_param(k)}={v}" for k, v in sorted(t.params.items()) if not _varies_within(k)]
-    return " ".join([t.pattern or f"trial #{t.number}", *extra])
-
-
-def _varies_within(name: str) -> bool:
-    """Seeds and learning rates vary within an architecture; the layer-mix dimensions are in its pattern already."""
-    from archsearch.pattern import registry
-
-    mixers = {s.name for s in registry.all_specs()}
-    return name in _NOT_ARCH or name in _PATTERN_DIMS or name in mixers or name.startswith("position_")
-
-
-def _short_param(name: str) -> str:
-    return name.rsplit(".", 1)[-1]
-
-
-def _lr(t: TrialRecord) -> float | None:
-    for source in (t.attrs, t.params):
-        for key in ("lr", "train.lr"):
-            if source.get(key) is not None:
-                return float(source[key])
-    return None
-
-
-def _seed(t: TrialRecord) -> Any:
-    for source in (t.attrs, t.params):
-        for key in ("seed", "train.seed"):
-            if source.get(key) is not None:
-                return source[key]
-    return None
-
-
 @dataclass
 class ArchScore:
     """One architecture at its best learning rate.
 
     Attributes:
-        arch: its key (see :func:`arch_of`); ``pattern`` its layer pattern.
-        lr: the chosen learning rate (None when the study does not vary or record one).
-        lrs: every learning rate tried, with the mean accuracy there.
-        acc: the overall accuracy of each seed at ``lr``.
-        levels: per level (pairs), the accuracy of each seed at ``lr``.
+        label: its name in plots (the analysis's label); ``pattern`` its layer pattern.
+        lr: the chosen learning rate (None when the study does not vary or record one); ``n_lrs`` how many were tried.
+        score: the mean accuracy over its seeds at ``lr``, with its 95% interval.
+        levels: per level (pairs), the same over its seeds.
         state_bytes: decode state per sequence at the evaluated context (SSM/conv state + KV cache).
     """
 
-    arch: str
+    label: str
     pattern: str
     lr: float | None
-    lrs: dict[float | None, float]
-    acc: list[float]
-    levels: dict[int, list[float]] = field(default_factory=dict)
+    n_lrs: int
+    score: Interval
+    levels: dict[int, Interval] = field(default_factory=dict)
     state_bytes: float | None = None
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.acc))
 
 
 def recall_metric(rec: StudyRecords, objective: str | None = None) -> str:
@@ -126,7 +85,7 @@ def held_out_task(rec: StudyRecords, task: str) -> Any:
     seq_len = int(rec.space.get("seq_len") or 256)
     try:
         return make_task(task, TASKS[task].fit_seq_len(seq_len, opts), "byte", opts)
-    except Exception:  # noqa: BLE001  (a space this code cannot rebuild only loses the baselines)
+    except ArchsearchError:  # a space this code cannot rebuild only loses the baselines
         return None
 
 
@@ -140,37 +99,30 @@ def evaluated_context(task: Any, rec: StudyRecords) -> int:
 
 
 def score_architectures(rec: StudyRecords, metric: str, context: int) -> list[ArchScore]:
-    """Each architecture at the learning rate with the best mean ``metric`` over its seeds (complete trials)."""
-    by_arch: dict[str, dict[float | None, list[TrialRecord]]] = {}
-    for t in rec.complete:
-        if t.get(metric) is None or not math.isfinite(t.get(metric) or math.nan):
-            continue
-        by_arch.setdefault(arch_of(t), {}).setdefault(_lr(t), []).append(t)
+    """Each architecture with a complete trial, at its best learning rate (:func:`analysis.architectures`)."""
     out = []
-    for arch, by_lr in by_arch.items():
-        means = {lr: float(np.mean([t.get(metric) for t in ts])) for lr, ts in by_lr.items()}
-        best_lr = max(means, key=lambda lr: (means[lr], -(lr or 0.0)))
-        trials = sorted(by_lr[best_lr], key=lambda t: str(_seed(t)))
-        levels: dict[int, list[float]] = {}
+    for a in architectures(rec, Objective(metric, "maximize")):
+        if a.score is None:
+            continue
+        trials = [rec.trial(r.number) for r in a.best_runs]
+        per_level: dict[int, list[float]] = {}
         for t in trials:
             for level, v in t.level_metrics.get(metric, {}).items():
-                levels.setdefault(level, []).append(v)
-        first = trials[0]
-        state = first.get("state_bytes")
-        kv = first.get("kv_bytes_per_token")
+                per_level.setdefault(level, []).append(v)
+        state, kv = trials[0].get("state_bytes"), trials[0].get("kv_bytes_per_token")
         total = None if state is None and kv is None else (state or 0.0) + (kv or 0.0) * context
         out.append(
             ArchScore(
-                arch=arch,
-                pattern=first.pattern or arch,
-                lr=best_lr,
-                lrs=means,
-                acc=[float(t.get(metric)) for t in trials],
-                levels=dict(sorted(levels.items())),
+                label=a.label,
+                pattern=a.pattern or a.label,
+                lr=a.best_lr,
+                n_lrs=len(a.intervals),
+                score=a.score,
+                levels={n: mean_interval(v) for n, v in sorted(per_level.items())},
                 state_bytes=total,
             )
         )
-    return sorted(out, key=lambda s: (s.state_bytes or 0.0, s.arch))
+    return sorted(out, key=lambda s: (s.state_bytes or 0.0, s.label))
 
 
 def _baselines(task: Any, levels: list[int]) -> tuple[float | None, dict[int, float]]:
@@ -202,12 +154,19 @@ def _prepare(study: Any, objective: str | None) -> tuple[StudyRecords, str, Any,
     return rec, metric, task, context, scores
 
 
-def _label(s: ArchScore, rec: StudyRecords) -> str:
-    extra = s.arch[len(s.pattern) :].strip() if s.arch.startswith(s.pattern) else ""
+def _label(s: ArchScore) -> str:
+    extra = s.label[len(s.pattern) :].strip() if s.label.startswith(s.pattern) else ""
     text = short_label(s.pattern) + (f" {extra}" if extra else "")
-    if len(s.lrs) > 1 and s.lr is not None:
+    if s.n_lrs > 1 and s.lr is not None:
         text += f", lr {s.lr:g}"
-    return text + f" (n={len(s.acc)})"
+    return text + f" (n={s.score.n})"
+
+
+def _clipped(iv: Interval) -> tuple[float, float]:
+    """The interval's ends within [0, 1], where an accuracy lives (the mean itself when there is no interval)."""
+    lo = iv.mean if iv.lo is None else iv.lo
+    hi = iv.mean if iv.hi is None else iv.hi
+    return max(0.0, lo), min(1.0, hi)
 
 
 def _family_colors(families: list[str]) -> dict[str, str]:
@@ -264,12 +223,17 @@ def plot_recall_state(
     for i, fam in enumerate(families):
         pts = sorted((s for s in scores if s.pattern == fam), key=lambda s: s.state_bytes or 0.0)
         xs = [s.state_bytes for s in pts]
-        ax.plot(xs, [s.mean for s in pts], "-", color=colors[fam], lw=1, alpha=0.6, zorder=2)
+        ax.plot(xs, [s.score.mean for s in pts], "-", color=colors[fam], lw=1, alpha=0.6, zorder=2)
         for s in pts:
-            err = [[max(0.0, s.mean - min(s.acc))], [max(0.0, max(s.acc) - s.mean)]]  # float noise
+            lo, hi = _clipped(s.score)
+            err = (
+                interval_errors([Interval(s.score.mean, lo, hi, s.score.n)]) if s.score.has_interval else None
+            )
+            if err is not None:
+                err = np.clip(err, 0.0, None)  # float noise when every seed agrees
             ax.errorbar(
-                [s.state_bytes], [s.mean], yerr=err, fmt=_MARKERS[i % len(_MARKERS)], color=colors[fam],
-                capsize=3, markersize=6, label=_label(s, rec), zorder=3,
+                [s.state_bytes], [s.score.mean], yerr=err, fmt=_MARKERS[i % len(_MARKERS)], color=colors[fam],
+                capsize=3, markersize=6, label=_label(s), zorder=3,
             )  # fmt: skip
     levels = sorted({n for s in scores for n in s.levels})
     chance, book = _baselines(task, levels)
@@ -281,7 +245,7 @@ def plot_recall_state(
     ax.set_xlabel(f"decode state per sequence at {context} tokens (SSM/conv state + KV cache)")
     ax.set_ylabel(metric)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"{metric} against decode state: best learning rate, bars min-max over seeds", fontsize=9)
+    ax.set_title(f"{metric} against decode state: best learning rate, mean and 95% interval", fontsize=9)
     ax.grid(True, alpha=0.3)
     _legend(ax)
     return ax
@@ -315,13 +279,14 @@ def plot_recall_pairs(
     for s in scores:
         k = seen[s.pattern] = seen.get(s.pattern, -1) + 1
         xs = list(s.levels)
-        mean = [float(np.mean(v)) for v in s.levels.values()]
         color = colors[s.pattern]
-        ax.plot(xs, mean, styles[k % 4], marker=_MARKERS[families.index(s.pattern) % len(_MARKERS)],
-                color=color, markersize=4, label=_label(s, rec), zorder=3)  # fmt: skip
-        if any(len(v) > 1 for v in s.levels.values()):
-            ax.fill_between(xs, [min(v) for v in s.levels.values()], [max(v) for v in s.levels.values()],
-                            color=color, alpha=0.15, lw=0, zorder=2)  # fmt: skip
+        ax.plot(xs, [iv.mean for iv in s.levels.values()], styles[k % 4],
+                marker=_MARKERS[families.index(s.pattern) % len(_MARKERS)], color=color, markersize=4,
+                label=_label(s), zorder=3)  # fmt: skip
+        if any(iv.has_interval for iv in s.levels.values()):
+            ends = [_clipped(iv) for iv in s.levels.values()]
+            ax.fill_between(xs, [lo for lo, _ in ends], [hi for _, hi in ends], color=color, alpha=0.15, lw=0,
+                            zorder=2)  # fmt: skip
     xs = sorted({n for s in scores for n in s.levels})
     chance, book = _baselines(task, xs)
     _draw_baselines(ax, chance, [book[n] for n in xs] if book else None, xs)
@@ -332,7 +297,7 @@ def plot_recall_pairs(
     ax.set_xlabel("key-value pairs (level)" if metric.startswith("val/mqar/") else "difficulty level")
     ax.set_ylabel(metric)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"{metric} per level: best learning rate, band min-max over seeds", fontsize=9)
+    ax.set_title(f"{metric} per level: best learning rate, mean and 95% interval", fontsize=9)
     ax.grid(True, alpha=0.3)
     _legend(ax)
     return ax

@@ -12,7 +12,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
 from archsearch.viz import PlotNotApplicable, load_study, render_figures
-from archsearch.viz.recall import arch_of, plot_recall_pairs, plot_recall_state, score_architectures
+from archsearch.viz.recall import plot_recall_pairs, plot_recall_state, score_architectures
 
 SPACE = {
     "seq_len": 64,
@@ -83,43 +83,35 @@ def sweep(tmp_path: Path) -> Path:
 
 
 def test_architectures_are_scored_at_their_best_learning_rate(sweep: Path):
-    rec = load_study(sweep)
     from archsearch.viz import records_from_study
 
-    records = records_from_study(rec)
-    scores = {s.arch: s for s in score_architectures(records, "val/mqar/acc", context=128)}
-    assert set(scores) == {"**", "MM d_state=8", "MM d_state=32"}
+    records = records_from_study(load_study(sweep))
+    scores = {s.label: s for s in score_architectures(records, "val/mqar/acc", context=128)}
+    assert set(scores) == {"**", "MM model.mamba2.d_state=8", "MM model.mamba2.d_state=32"}
     for s in scores.values():
-        assert s.lr == 1e-2 and len(s.acc) == 3 and set(s.lrs) == {1e-3, 1e-2}
+        assert s.lr == 1e-2 and s.score.n == 3 and s.n_lrs == 2
     att = scores["**"]
-    assert att.levels[16] == pytest.approx([0.98, 0.96, 0.94])
+    assert att.levels[16].mean == pytest.approx(0.96) and att.levels[16].has_interval
     assert att.state_bytes == 512 * 128  # the KV cache at the longest evaluated context
-    assert scores["MM d_state=32"].state_bytes == 30_000
+    assert scores["MM model.mamba2.d_state=32"].state_bytes == 30_000
 
 
-def test_arch_key_prefers_the_recorded_attribute():
-    from archsearch.viz._records import TrialRecord
-
-    t = TrialRecord(
-        0,
-        "COMPLETE",
-        params={"lr": 0.01, "train.seed": 1, "model.mamba2.d_state": 16},
-        attrs={"pattern": "MM"},
-    )
-    assert arch_of(t) == "MM d_state=16"
-    t.params.update(positions="0.0", attention=0.5, layers=2)  # they only shape the pattern
-    assert arch_of(t) == "MM d_state=16"
-    t.attrs["arch"] = "mamba2-16"
-    assert arch_of(t) == "mamba2-16"
+def _t_halfwidth(values: list[float]) -> float:
+    """The 95% Student-t half-width of three values (t = 4.303 with 2 degrees of freedom)."""
+    return 4.302652729911275 * float(np.std(values, ddof=1)) / np.sqrt(len(values))
 
 
-def test_state_plot_points_bars_and_baselines(sweep: Path):
+def test_state_plot_points_intervals_and_baselines(sweep: Path):
     ax = plot_recall_state(load_study(sweep))
     bars = {c.get_label(): c for c in ax.containers if isinstance(c, ErrorbarContainer)}
-    assert set(bars) == {"**, lr 0.01 (n=3)", "MM d_state=8, lr 0.01 (n=3)", "MM d_state=32, lr 0.01 (n=3)"}
-    x, y = bars["MM d_state=32, lr 0.01 (n=3)"].lines[0].get_data()
+    label = "MM model.mamba2.d_state=32, lr 0.01 (n=3)"
+    assert set(bars) == {"**, lr 0.01 (n=3)", "MM model.mamba2.d_state=8, lr 0.01 (n=3)", label}
+    x, y = bars[label].lines[0].get_data()
     overall = [sum(n * v for n, v in _acc("MM d_state=32", 1e-2, s).items()) / 28 for s in (0, 1, 2)]
     assert list(x) == [30_000] and y[0] == pytest.approx(np.mean(overall))
+    segment = bars[label].lines[2][0].get_segments()[0][:, 1]
+    half = _t_halfwidth(overall)
+    assert list(segment) == pytest.approx([np.mean(overall) - half, np.mean(overall) + half])
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels[-2:] == [
         "chance (0.002)",
@@ -131,12 +123,15 @@ def test_state_plot_points_bars_and_baselines(sweep: Path):
 def test_pairs_plot_lines_bands_and_book_curve(sweep: Path):
     ax = plot_recall_pairs(load_study(sweep))
     lines = {ln.get_label(): ln for ln in ax.get_lines()}
-    ssm = lines["MM d_state=8, lr 0.01 (n=3)"]
+    ssm = lines["MM model.mamba2.d_state=8, lr 0.01 (n=3)"]
     assert list(ssm.get_xdata()) == list(LEVELS)
     assert list(ssm.get_ydata()) == pytest.approx([0.58, 0.38, 0.18])
     book = lines["guess a value from the book"]
     assert list(book.get_ydata()) == pytest.approx([1 / 4, 1 / 8, 1 / 16])
-    assert len(ax.collections) == 3  # one seed band per architecture
+    assert len(ax.collections) == 3  # one interval band per architecture
+    # bands stay within accuracy's range (attention's interval at 4 pairs reaches past 1)
+    tops = [max(path.vertices[:, 1]) for band in ax.collections for path in band.get_paths()]
+    assert max(tops) == pytest.approx(1.0)
 
 
 def test_not_applicable_without_task_accuracy(tmp_path: Path):

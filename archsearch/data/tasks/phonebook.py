@@ -119,7 +119,9 @@ class PhonebookTask(Task):
         if not entries or not all(isinstance(n, int) for n in entries):
             return seq_len
         known = {f.name for f in dataclasses.fields(PhonebookConfig)}
-        config = PhonebookConfig(**{k: v for k, v in (options or {}).items() if k in known and k != "entries"})
+        config = PhonebookConfig(
+            **{k: v for k, v in (options or {}).items() if k in known and k != "entries"}
+        )
         entry, fixed = _worst_case_sizes(config)
         return max(seq_len, fixed + entry * max(entries))
 
