@@ -61,8 +61,14 @@ def _fp32_matmuls():
 
 @pytest.mark.parametrize(
     "attn",
-    [{}, {"n_kv_heads": 2}, {"rope_fraction": 0.5}, {"n_heads": 4, "n_kv_heads": 1, "rope": False}],
-    ids=["mha", "gqa", "halfrope", "mqa-norope"],
+    [
+        {},
+        {"n_kv_heads": 2},
+        {"rope_fraction": 0.5},
+        {"n_heads": 4, "n_kv_heads": 1, "rope": False},
+        {"n_kv_heads": 2, "conv": 3},
+    ],
+    ids=["mha", "gqa", "halfrope", "mqa-norope", "gqa-conv"],
 )
 def test_flash_attention_bf16_matches_fp32(attn):
     m = attention.build(cfg_with(**attn), None, 0).cuda()
@@ -96,7 +102,9 @@ def test_bf16_decode_matches_forward():
 
 
 @pytest.mark.parametrize(
-    "attn", [{"n_kv_heads": 2, "rope_fraction": 0.5}, {"window": 9}], ids=["gqa-halfrope", "window"]
+    "attn",
+    [{"n_kv_heads": 2, "rope_fraction": 0.5}, {"window": 9}, {"conv": 3}],
+    ids=["gqa-halfrope", "window", "conv"],
 )
 def test_static_decode_compiled_glue_matches_eager_glue_and_forward(attn, monkeypatch):
     """The static (CUDA-graph) step's RoPE and mask as compiled kernels: the same numbers as the eager glue, within bf16
