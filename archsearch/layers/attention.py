@@ -285,14 +285,15 @@ class CausalSelfAttention(nn.Module):
         t = x.shape[1]
         proj_t = proj.transpose(1, 2)  # (B, C, T)
         if cache is None:
-            return self.conv1d(proj_t)[..., :t].transpose(1, 2)
-        # decode: the cached last (conv - 1) projections stand in for the zero padding of a full forward
-        window = torch.cat([cache.conv.to(proj_t.dtype), proj_t], dim=-1)  # (B, C, conv - 1 + T)
-        cache.conv.copy_(window[..., window.shape[-1] - cache.conv.shape[-1] :])
-        w = self.conv1d.weight
-        return F.conv1d(
-            window, w.to(window.dtype), self.conv1d.bias.to(window.dtype), groups=w.shape[0]
-        ).transpose(1, 2)
+            out = self.conv1d(proj_t)[..., :t]
+        else:
+            # decode: the cached last (conv - 1) projections stand in for the zero padding of a full forward
+            window = torch.cat([cache.conv.to(proj_t.dtype), proj_t], dim=-1)  # (B, C, conv - 1 + T)
+            cache.conv.copy_(window[..., window.shape[-1] - cache.conv.shape[-1] :])
+            w = self.conv1d.weight
+            out = F.conv1d(window, w.to(window.dtype), self.conv1d.bias.to(window.dtype), groups=w.shape[0])
+        # back to (B, T, C) with channels contiguous: flash attention needs each head's dims at stride 1
+        return out.transpose(1, 2).contiguous()
 
     def _qkv(
         self, x: torch.Tensor, offset: int | torch.Tensor, cache: KVCache | None = None

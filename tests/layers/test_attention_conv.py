@@ -39,6 +39,13 @@ def test_conv_is_a_causal_depthwise_filter_on_q_k_v():
     torch.testing.assert_close(m(x), y, rtol=1e-5, atol=1e-6)
 
 
+def test_projections_keep_head_dims_contiguous():
+    """SDPA's flash kernel needs stride 1 along each head's dims; the conv must not leave a transposed layout."""
+    m = build(cfg_with(), AttentionOptions(conv=3), 0)
+    q, k, v = m._qkv(torch.randn(2, 5, 32), 0)
+    assert q.stride(-1) == k.stride(-1) == v.stride(-1) == 1
+
+
 def test_output_at_t_does_not_see_later_tokens():
     torch.manual_seed(1)
     m = build(cfg_with(conv=4), None, 0)
