@@ -42,6 +42,7 @@ from archsearch.fused.step import FusedStep
 from archsearch.layers.backend import import_error
 from archsearch.train.callbacks import Diverged, InjectedCrash
 from archsearch.train.config import TrainConfig
+from archsearch.train.kernel_cache import keep_autotuning, restore_autotuning, use_kernel_caches
 
 log = logging.getLogger("archsearch.fused")
 
@@ -169,6 +170,7 @@ class _FusedJob:
 
     # ---- setup ------------------------------------------------------------------------------------------------
     def execute(self) -> list[dict[str, Any]]:
+        use_kernel_caches()  # before the kernels are imported, as train() does
         self._setup()
         try:
             self._run()
@@ -354,6 +356,7 @@ class _FusedJob:
         )
         window = _Window(torch.zeros(cfg.log_every, cfg.grad_accum, k, device=self.device), group[0].step)
         first_window = True
+        restore_autotuning()  # the kernels are imported by now; the first step need not time them again
         try:
             step = group[0].step
             while step < stop_at:
@@ -401,6 +404,7 @@ class _FusedJob:
             feed.close()
             self._note_step_kind(stepper)
             stepper.release()
+            keep_autotuning()
         for i, m in enumerate(group):
             if m.running:
                 m.state = MemberState(flat[i], opt.exp_avg[i], opt.exp_avg_sq[i], m.step)

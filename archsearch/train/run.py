@@ -37,7 +37,7 @@ from archsearch.train.callbacks import (
     TokenThroughput,
 )
 from archsearch.train.config import TrainConfig
-from archsearch.train.kernel_cache import use_kernel_caches
+from archsearch.train.kernel_cache import keep_autotuning, restore_autotuning, use_kernel_caches
 from archsearch.train.module import CKPT_KEY, HybridLMModule
 from archsearch.train.resolve import resolve_model_config, resolve_pattern, run_name
 from archsearch.train.trainer import device_count, device_type, make_trainer, resolve_precision
@@ -244,6 +244,7 @@ class _Run:
     def _fit(self, ckpt_path: Path | None) -> dict[str, Any]:
         trainer, module = self.trainer, self.module
         status, reason = "ok", None
+        restore_autotuning()  # the model's kernels are imported by now; its first step need not time them again
         try:
             trainer.fit(module, datamodule=self.datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
             last_val_step = module.val_history[-1][0] if module.val_history else -1
@@ -268,6 +269,7 @@ class _Run:
     def _finish(self, status: str, reason: str | None) -> dict[str, Any]:
         summary = self._summary(status, reason)
         if _rank_zero():
+            keep_autotuning()
             self.run_dir.mkdir(parents=True, exist_ok=True)
             tmp = self.run_dir / ".summary.json.tmp"
             tmp.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
