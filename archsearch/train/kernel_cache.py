@@ -94,7 +94,16 @@ def live_autotuners() -> list[Any]:
         from triton.runtime.autotuner import Autotuner
     except ImportError:
         return []
-    return [obj for obj in gc.get_objects() if isinstance(obj, Autotuner)]
+    return instances_of(Autotuner)
+
+
+def instances_of(cls: type) -> list[Any]:
+    """Live objects of ``cls`` (or a subclass) that the garbage collector tracks.
+
+    ``type()``, not ``isinstance``: the collector also lists weak proxies, and ``isinstance`` asks a dead proxy for
+    its ``__class__``, which raises ReferenceError.
+    """
+    return [obj for obj in gc.get_objects() if issubclass(type(obj), cls)]
 
 
 def autotune_path() -> Path | None:

@@ -179,3 +179,14 @@ def test_a_second_process_does_not_time_mamba2_kernels_again(tmp_path):
     first, second = step(), step()
     assert first["restored"] == 0 and first["timed"] > 0 and first["kept"] > 0
     assert second["restored"] >= first["timed"] and second["timed"] == 0
+
+
+def test_live_objects_skip_dead_weak_proxies():
+    import weakref
+
+    gone = _Tuner()
+    proxy = weakref.proxy(gone)
+    del gone
+    kept = _Tuner()
+    found = kernel_cache.instances_of(_Tuner)
+    assert kept in found and len(found) == 1 and proxy is not None
