@@ -1,6 +1,6 @@
 """The residual add + RMSNorm step of HybridLM, forward and backward, per implementation and width: where mamba_ssm's
 Triton kernel starts to beat the torch.compile'd PyTorch code (``FUSED_ADD_NORM_MIN_WIDTH`` in
-archsearch/layers/norm.py).
+archsearch/layers/modules/norm.py).
 
 For each (tokens, width) it times ``add_norm(x, residual, norm)`` with a bf16 ``x`` and an fp32 residual (a layer
 after the first, under bf16 autocast as in training) plus ``torch.autograd.grad`` of both outputs into ``x``, the
@@ -53,7 +53,7 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
 
 
 def measure(impl: str, tokens: int, width: int, reps: int) -> dict:
-    from archsearch.layers.norm import add_norm, make_norm
+    from archsearch.layers.modules.norm import add_norm, make_norm
 
     norm = make_norm("rmsnorm", width).cuda()
     x = torch.randn(1, tokens, width, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(json.dumps(row), flush=True)
             rows.append(row)
             torch.cuda.empty_cache()
-    from archsearch.layers import norm as norm_mod
+    from archsearch.layers.modules import norm as norm_mod
 
     result = {
         "device": torch.cuda.get_device_name(0),

@@ -1,21 +1,21 @@
 """MLP (``-``): GeLU (the paper's hybrid), squared ReLU (the paper's Transformer) or SwiGLU; no biases by default.
 
-GeLU is the exact erf form, as Megatron-LM uses. SwiGLU's ``fc1`` projects to ``2 * d_ff`` = [gate | up] and the
-output is ``out_proj(silu(gate) * up)``.
+This file declares the type (options, config, sizes, formulas, registration) without importing torch; the module is
+in :mod:`archsearch.layers.modules.mlp`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from archsearch.errors import ConfigError
+from archsearch.layers.modules import implementation, lazy_exports
 from archsearch.pattern.registry import LayerCost, LayerSpec, register
+
+if TYPE_CHECKING:  # pragma: no cover
+    from archsearch.layers.modules.mlp import MLP
 
 ACTIVATIONS = ("gelu", "relu2", "swiglu")
 
@@ -74,49 +74,6 @@ def resolve(cfg: Any, opts: MLPOptions | None, layer_idx: int | None = None) -> 
     return MLPDims(default_d_ff(cfg.d_model, act), act)
 
 
-class MLP(nn.Module):
-    """Two-layer (or gated) feed-forward block.
-
-    Args:
-        d_model: input and output width.
-        d_ff: hidden width (per branch for SwiGLU).
-        activation: ``gelu`` (exact erf), ``relu2`` (squared ReLU) or ``swiglu``.
-        bias: biases on both projections.
-    """
-
-    def __init__(self, d_model: int, d_ff: int, activation: str = "gelu", bias: bool = False):
-        super().__init__()
-        self.activation = activation
-        self.d_ff = d_ff
-        gated = activation == "swiglu"
-        self.fc1 = nn.Linear(d_model, 2 * d_ff if gated else d_ff, bias=bias)
-        self.out_proj = nn.Linear(d_ff, d_model, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., D) -> (..., D)."""
-        h = self.fc1(x)
-        if self.activation == "swiglu":
-            gate, up = h.chunk(2, dim=-1)
-            h = F.silu(gate) * up
-        elif self.activation == "relu2":
-            h = torch.square(F.relu(h))
-        else:
-            h = F.gelu(h)
-        return self.out_proj(h)
-
-    # Stateless at decode time: a step is the forward of the new tokens.
-    def allocate_inference_cache(
-        self, batch_size: int, max_seqlen: int, dtype: Any = None, device: Any = None
-    ):
-        return None
-
-    def step(self, x: torch.Tensor, cache: Any = None) -> torch.Tensor:
-        return self.forward(x)
-
-    def extra_repr(self) -> str:
-        return f"d_ff={self.d_ff}, activation={self.activation}"
-
-
 def mlp_params(d_model: int, d_ff: int, activation: str, bias: bool) -> int:
     """Exact parameters of :class:`MLP`."""
     width = 2 * d_ff if activation == "swiglu" else d_ff
@@ -131,8 +88,9 @@ def mlp_flops(d_model: int, d_ff: int, activation: str) -> float:
 
 # ---- registry hooks ----------------------------------------------------------------------------------------
 def build(cfg: Any, opts: MLPOptions | None, layer_idx: int) -> MLP:
+    """The ``-`` layer for position ``layer_idx`` of a model with config ``cfg``."""
     d_ff, act = resolve(cfg, opts, layer_idx)
-    return MLP(cfg.d_model, d_ff, act, cfg.bias)
+    return implementation(__name__).MLP(cfg.d_model, d_ff, act, cfg.bias)
 
 
 def cost(cfg: Any, opts: MLPOptions | None, seq_len: int) -> LayerCost:
@@ -165,3 +123,6 @@ SPEC = register(
         activations=activations,
     )
 )
+
+# The module side stays importable from here (``from archsearch.layers.mlp import MLP``).
+__getattr__ = lazy_exports(__name__, "MLP")

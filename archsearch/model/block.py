@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from archsearch.layers.norm import make_norm
+from archsearch.layers.modules.norm import make_norm
 from archsearch.model.config import ModelConfig
 from archsearch.pattern.pattern import Layer
 

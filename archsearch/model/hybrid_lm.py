@@ -19,7 +19,7 @@ from torch.utils.checkpoint import checkpoint
 
 from archsearch.errors import ConfigError, PatternError
 from archsearch.layers.backend import static_step
-from archsearch.layers.norm import AddNormImpl, add_norm, choose_add_norm, make_norm
+from archsearch.layers.modules.norm import AddNormImpl, add_norm, choose_add_norm, make_norm
 from archsearch.model.block import Block
 from archsearch.model.config import ModelConfig
 from archsearch.model.mtp import MultiTokenPrediction

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from archsearch.layers.norm import make_norm
+from archsearch.layers.modules.norm import make_norm
 from archsearch.model.block import Block
 from archsearch.model.config import ModelConfig
 from archsearch.pattern.pattern import Layer

@@ -1,18 +1,22 @@
 """The layer-type registry: the one list of layer types that the parser, the model config, the model builder, the
 cost model, the memory plan, iso-parameter sizing, the exporters and ``archsearch layers`` all read.
 
-A layer type is one file in ``archsearch/layers/`` that defines, in one place, its per-layer options dataclass (the
-attribute keys the grammar accepts, e.g. ``*{rope=off}``), its model-level config dataclass (nested in ``ModelConfig``
-under the type's name), its resolved dimensions, its cost, activation-memory and width formulas, its module and its
-build function, and calls :func:`register` with them; ``archsearch/layers/__init__.py`` imports it (which fixes the
-registry order). docs/layers.md walks through adding one.
+A layer type is declared in one file in ``archsearch/layers/`` that defines, in one place, its per-layer options
+dataclass (the attribute keys the grammar accepts, e.g. ``*{rope=off}``), its model-level config dataclass (nested in
+``ModelConfig`` under the type's name), its resolved dimensions, its cost, activation-memory and width formulas and
+its build function, and calls :func:`register` with them; ``archsearch/layers/__init__.py`` imports it (which fixes
+the registry order). Its ``nn.Module`` is in ``archsearch/layers/modules/``, imported when a layer is first built, so
+reading the registry never imports torch. docs/layers.md walks through adding one.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import functools
 import importlib
 import importlib.util
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -102,12 +106,34 @@ class LayerSpec:
         return self.options(**(attrs or {}))
 
     def fused_available(self) -> bool:
-        """True when this machine can run the fused kernels (CUDA plus the package)."""
-        if self.fused_package is None:
-            return False
-        import torch
+        """True when this machine can run the fused kernels: the package is installed and a CUDA device is visible.
 
-        return torch.cuda.is_available() and importlib.util.find_spec(self.fused_package) is not None
+        Answered without importing torch (``archsearch layers`` starts in a fraction of a second): the package by
+        ``find_spec`` (installed, not imported), and only when it is there the device by :func:`cuda_device_visible`.
+        """
+        if self.fused_package is None or importlib.util.find_spec(self.fused_package) is None:
+            return False
+        return cuda_device_visible()
+
+
+@functools.cache
+def cuda_device_visible() -> bool:
+    """Whether this process sees a CUDA device: ``torch.cuda.is_available()`` when torch is already imported, else the
+    CUDA driver's own count (``cuDeviceGetCount`` of libcuda, which honours ``CUDA_VISIBLE_DEVICES``), so that the
+    answer costs no torch import. No driver library (no NVIDIA driver, macOS, Windows) means no device.
+
+    The driver check initialises CUDA in this process, as torch's own check does: call it where no CUDA worker is
+    forked afterwards (``archsearch layers``).
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return bool(torch.cuda.is_available())
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    count = ctypes.c_int(0)
+    return driver.cuInit(0) == 0 and driver.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
 
 
 _REGISTRY: dict[str, LayerSpec] = {}

@@ -1,50 +1,50 @@
 """Figures and reports of a study: each ``plot_*`` takes the study (or its records), draws into ``ax`` (a new
-figure when None) and returns the Axes; only :func:`render_figures` and the CLI write files."""
+figure when None) and returns the Axes; only :func:`render_figures` and the CLI write files.
 
-from archsearch.viz._records import (
-    STORAGE_FILES,
-    PlotNotApplicable,
-    StudyRecords,
-    TrialRecord,
-    load_records,
-    load_study,
-    records_from_study,
-)
-from archsearch.viz.curves import plot_learning_curves
-from archsearch.viz.fraction import plot_objective_vs_fraction
-from archsearch.viz.importance import param_importances, plot_importances
-from archsearch.viz.levels import plot_levels
-from archsearch.viz.pareto import pareto_front, plot_pareto
-from archsearch.viz.placement import plot_placement
-from archsearch.viz.ratio_map import plot_ratio_map
-from archsearch.viz.recall import plot_recall_pairs, plot_recall_state
-from archsearch.viz.render import FAMILIES, render_figures
-from archsearch.viz.report import write_report
-from archsearch.viz.ribbons import plot_ribbons
-from archsearch.viz.rope import plot_rope
+The names below load their module on first use (PEP 562), so that ``archsearch --help`` and the export, which read
+a constant or the study records, do not import NumPy and matplotlib.
+"""
 
-__all__ = [
-    "FAMILIES",
-    "STORAGE_FILES",
-    "PlotNotApplicable",
-    "StudyRecords",
-    "TrialRecord",
-    "load_records",
-    "load_study",
-    "pareto_front",
-    "param_importances",
-    "plot_importances",
-    "plot_learning_curves",
-    "plot_levels",
-    "plot_objective_vs_fraction",
-    "plot_pareto",
-    "plot_placement",
-    "plot_ratio_map",
-    "plot_recall_pairs",
-    "plot_recall_state",
-    "plot_ribbons",
-    "plot_rope",
-    "records_from_study",
-    "render_figures",
-    "write_report",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> the module of this package that defines it
+_EXPORTS = {
+    "STORAGE_FILES": "_records",
+    "PlotNotApplicable": "_records",
+    "StudyRecords": "_records",
+    "TrialRecord": "_records",
+    "load_records": "_records",
+    "load_study": "_records",
+    "records_from_study": "_records",
+    "plot_learning_curves": "curves",
+    "plot_objective_vs_fraction": "fraction",
+    "param_importances": "importance",
+    "plot_importances": "importance",
+    "plot_levels": "levels",
+    "pareto_front": "pareto",
+    "plot_pareto": "pareto",
+    "plot_placement": "placement",
+    "plot_ratio_map": "ratio_map",
+    "plot_recall_pairs": "recall",
+    "plot_recall_state": "recall",
+    "FAMILIES": "render",
+    "render_figures": "render",
+    "write_report": "report",
+    "plot_ribbons": "ribbons",
+    "plot_rope": "rope",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

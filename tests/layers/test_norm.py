@@ -11,15 +11,15 @@ import torch
 import torch.nn.functional as F
 
 from archsearch.errors import ConfigError
-from archsearch.layers import norm as norm_mod
-from archsearch.layers.norm import (
+from archsearch.layers.modules import norm as norm_mod
+from archsearch.layers.modules.norm import (
     FUSED_ADD_NORM_MIN_WIDTH,
     add_norm,
     add_norm_functional,
     choose_add_norm,
     make_norm,
-    norm_params,
 )
+from archsearch.layers.norm import norm_params
 
 
 @pytest.mark.parametrize(("kind", "names"), [("rmsnorm", {"weight"}), ("layernorm", {"weight", "bias"})])
