@@ -2,8 +2,13 @@
 modules, and no modules import each other in a cycle. Imports are read from the source (function-level imports
 included, ``if TYPE_CHECKING:`` blocks excluded), so a lazy import that hides a cycle from Python still counts here.
 
-The one sanctioned backward step is the layer registry loading ``archsearch.layers`` by name
-(``pattern/registry.py``), so that the parser can read the symbols the layer files register.
+The sanctioned steps by name, which this reader does not see: the layer registry loading ``archsearch.layers``
+(``pattern/registry.py``), so that the parser can read the symbols the layer files register, and a layer's
+declaration file loading its module ``archsearch.layers.modules.<name>`` when it builds one (the module imports the
+declaration for its sizes, as transformers' ``modeling_x`` imports ``configuration_x``).
+
+The modules that ``archsearch pattern``, ``archsearch layers`` and ``--help`` load import no heavy library at module
+level (tests/cli/test_startup.py checks the same by running them).
 """
 
 from __future__ import annotations
@@ -200,6 +205,108 @@ def test_no_module_import_cycles():
 )
 def test_the_cycle_finder_finds_cycles(graph, expected):
     assert cycles(graph) == expected
+
+
+# What the parser-building CLI modules, the grammar, the layer declarations and the configs may not import at module
+# level (directly or through archsearch modules they import at module level).
+HEAVY = {"torch", "lightning", "optuna", "matplotlib", "numpy"}
+LIGHT_ROOTS = (
+    "archsearch.cli",
+    "archsearch.pattern",
+    "archsearch.layers",
+    "archsearch.model.config",
+    "archsearch.model.presets",
+    "archsearch.train.config",
+)
+
+
+def _module_level_nodes(tree: ast.AST):
+    """Import statements that run when the module is imported: not in functions, not under ``if TYPE_CHECKING:``."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            continue
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            for child in node.orelse:
+                yield from _module_level_nodes(ast.Module(body=[child], type_ignores=[]))
+            continue
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        yield from _module_level_nodes(node)
+
+
+def module_level_imports() -> dict[str, set[str]]:
+    """module -> what it imports at module level: archsearch modules (and their parent packages, which run first)
+    by full name, other packages by their top-level name."""
+    modules = module_names()
+
+    def with_parents(name: str) -> set[str]:
+        while name not in modules:
+            name = name.rpartition(".")[0]
+        parts = name.split(".")
+        return {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+
+    out: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets: set[str] = set()
+        for node in _module_level_nodes(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif node.level:  # relative
+                package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+                for _ in range(node.level - 1):
+                    package = package.rpartition(".")[0]
+                base = f"{package}.{node.module}" if node.module else package
+                names = [f"{base}.{a.name}" for a in node.names] + [base]
+            else:
+                names = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
+            for full in names:
+                targets |= with_parents(full) if full.split(".")[0] == "archsearch" else {full.split(".")[0]}
+        out[name] = targets - {name}
+    return out
+
+
+# Files of archsearch/layers/ that are nn.Module code rather than declarations: they import torch, and only the
+# modules in layers/modules/ import them.
+LAYER_IMPLEMENTATIONS = {
+    "archsearch.layers.gdn_ref",
+    "archsearch.layers.rope",
+    "archsearch.layers.selective_scan_ref",
+    "archsearch.layers.ssd_ref",
+}
+
+
+def _light(module: str) -> bool:
+    if not any(module == r or module.startswith(r + ".") for r in LIGHT_ROOTS):
+        return False
+    return not module.startswith("archsearch.layers.modules.") and module not in LAYER_IMPLEMENTATIONS
+
+
+def test_the_light_modules_import_no_heavy_library_at_module_level():
+    graph = module_level_imports()
+    modules = module_names()
+    via: dict[str, str | None] = {m: None for m in ["archsearch", *filter(_light, modules)]}
+    queue = list(via)
+    found = []
+    while queue:  # breadth-first, remembering how each module was reached
+        module = queue.pop(0)
+        for target in sorted(graph.get(module, ())):
+            if target in HEAVY:
+                chain = [module]
+                while via[chain[-1]] is not None:
+                    chain.append(via[chain[-1]])
+                found.append(f"{target} <- " + " <- ".join(chain))
+            elif target in modules and target not in via:
+                via[target] = module
+                queue.append(target)
+    assert not found, "heavy imports at module level:\n" + "\n".join(found)
+
+
+def test_the_heavy_import_check_sees_a_chain():
+    graph = module_level_imports()
+    assert "torch" in graph["archsearch.layers.modules.attention"]
+    assert "archsearch.layers.modules" in graph["archsearch.layers.attention"]  # the helper, not the module
+    assert "archsearch.layers.modules.attention" not in graph["archsearch.layers.attention"]
+    assert "archsearch.viz" in graph["archsearch.export.source"] and "numpy" not in graph["archsearch.viz"]
 
 
 def test_the_reader_sees_lazy_imports_and_skips_type_checking_ones():

@@ -17,6 +17,23 @@ from typing import Any, Literal
 from archsearch.errors import ConfigError, did_you_mean
 
 
+def doc(default: Any, help: str, *, section: str | None = None, **flag: Any) -> Any:
+    """A dataclass field with its one-line doc in ``metadata["help"]``, which ``archsearch train`` shows as the
+    field's flag's help.
+
+    Args:
+        default: the default value, or a class or function that makes one per instance (``dict``,
+            ``DivergenceConfig``).
+        help: what the field is, in one line; a None default's doc says what None means.
+        section: the title of the group of flags that this field and the ones after it join.
+        flag: settings of the flag (``metavar``).
+    """
+    metadata = {"help": help, **flag, **({"section": section} if section else {})}
+    if callable(default):
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class DivergenceConfig:
     """When a run counts as diverged (it then stops with summary status "diverged").
@@ -76,68 +93,82 @@ class TrainConfig:
     preset's (a byte-level corpus trains a 256-token head even for the paper's 256K-vocabulary presets).
     """
 
-    # what to train
-    pattern: str | None = None
-    layers: int | None = None
-    ratios: dict[str, float] = field(default_factory=dict)
-    mlp: float = 0.0
-    spread: str = "megatron"
-    mlp_spread: str = "megatron"
-    preset: str = "toy"
-    model: dict[str, Any] = field(default_factory=dict)
-    target_params: int | None = None  # resize the model to this many parameters (cost.sizing.fit_to_budget)
-    solve: Literal["d_model", "d_ff"] = "d_model"
-    backend: Literal["auto", "fused", "reference"] | None = None  # None: the preset's
+    # Each field's one-line doc is its metadata's "help": `archsearch train` makes a flag of every field a flag can
+    # carry (--max-steps for max_steps), with that help, its type and its default; a field's "section" opens the
+    # group of flags that it and the fields after it join.
+    pattern: str | None = doc(
+        None, 'layer pattern, e.g. "M-M-*-M-+" (default: the preset\'s)', section="model"
+    )
+    layers: int | None = doc(None, "allocate a pattern of this many layers from ratios (instead of pattern)")
+    ratios: dict[str, float] = doc(dict, "mixer symbol or name -> fraction of the layers (with layers)")
+    mlp: float = doc(0.0, "fraction of the layers that are MLPs (with layers)", metavar="FRAC")
+    spread: str = doc("megatron", "placement of the mixers: megatron, even, front, back, middle, ...")
+    mlp_spread: str = doc("megatron", "placement of the MLPs: megatron or pair")
+    preset: str = doc("toy", "model size preset: toy (alias tiny), 10m, 125m, ...")
+    model: dict[str, Any] = doc(dict, "ModelConfig overrides on the preset (dotted or nested keys)")
+    target_params: int | None = doc(None, "resize the model to this many parameters (default: no resizing)")
+    solve: Literal["d_model", "d_ff"] = doc("d_model", "what target_params resizes")
+    backend: Literal["auto", "fused", "reference"] | None = doc(None, "layer kernels (default: the preset's)")
 
-    # data
-    data: str = "default"
-    tasks: dict[str, float] | None = None  # None: LM on `data` only
-    data_options: dict[str, Any] = field(default_factory=dict)  # passed to make_datamodule as keywords
-    seq_len: int = 256
-    batch_size: int = 16
-    num_workers: int = 0
+    data: str = doc("default", "default, a path, or hf:<dataset>[:split]", section="data")
+    tasks: dict[str, float] | None = doc(
+        None, "task -> weight, a mixture of tasks (default: LM on data only)"
+    )
+    data_options: dict[str, Any] = doc(dict, "keywords for make_datamodule")
+    seq_len: int = doc(256, "tokens per sequence")
+    batch_size: int = doc(16, "sequences per micro-batch")
+    num_workers: int = doc(0, "DataLoader worker processes")
 
-    # optimisation
-    max_steps: int = 200
-    grad_accum: int = 1
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1
-    warmup: int | None = None  # LR warmup steps; None: 10% of max_steps (at least 1)
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
-    grad_clip: float = 1.0
+    max_steps: int = doc(200, "optimizer steps", section="optimisation")
+    grad_accum: int = doc(1, "micro-batches per step")
+    lr: float = doc(3e-3, "peak learning rate")
+    min_lr_ratio: float = doc(0.1, "where the cosine decay ends, as a fraction of the peak learning rate")
+    warmup: int | None = doc(None, "LR warmup steps (default: 10% of max_steps, at least 1)")
+    weight_decay: float = doc(0.1, "AdamW weight decay")
+    betas: tuple[float, float] = doc((0.9, 0.95), "AdamW betas", metavar=("B1", "B2"))
+    eps: float = doc(1e-8, "AdamW epsilon")
+    grad_clip: float = doc(1.0, "global gradient-norm clip, 0 for none")
+    seed: int = doc(0, "seed of data and initialisation")
 
-    # evaluation, logging, checkpoints
-    val_every: int = 50  # optimizer steps between validations (and a final one at max_steps)
-    val_batches: int = 8
-    log_every: int = 10
-    checkpoint: bool = True
-    ckpt_every: int | None = None  # None: every validation
-    name: str | None = None  # None: <time>-<preset>-<pattern>
-    runs_dir: str = "runs"
-    resume: bool = False  # continue from runs/<name>/checkpoints/last.ckpt when it exists
-    overwrite: bool = False  # start again in an existing run directory that holds a checkpoint
+    val_every: int = doc(
+        50, "optimizer steps between validations (and a final one)", section="evaluation and outputs"
+    )
+    val_batches: int = doc(8, "batches per validation set")
+    log_every: int = doc(10, "steps between logged metrics")
+    checkpoint: bool = doc(True, "save checkpoints")
+    ckpt_every: int | None = doc(None, "steps between checkpoints (default: every validation)")
+    name: str | None = doc(
+        None, "run name: outputs go to <runs_dir>/<name>/ (default: <time>-<preset>-<pattern>)"
+    )
+    runs_dir: str = doc("runs", "directory of runs")
+    resume: bool = doc(False, "continue from <run>/checkpoints/last.ckpt when it exists")
+    overwrite: bool = doc(False, "start again in a run directory that holds a checkpoint")
+    quiet: bool = doc(False, "no progress bar or Lightning messages")
 
-    # hardware
-    seed: int = 0
-    precision: str = "auto"  # auto: bf16-mixed on CUDA with bf16, 32-true elsewhere
-    compile: bool = False
+    precision: str = doc(
+        "auto",
+        "auto (bf16-mixed on CUDA with bf16, 32-true elsewhere), 32-true, bf16-mixed, ...",
+        section="hardware",
+    )
+    compile: bool = doc(False, "torch.compile the model")
     # Whole training micro-steps (forward, loss, backward) as replayed CUDA graphs: "auto" graphs a single-device
     # CUDA run when it is safe (static shapes, no data-dependent MoE routing, no fp16 loss scaling, no
     # torch.compile, capture succeeds) and otherwise trains eagerly, logging why; "on" also refuses to start
     # (BackendError) or to go on when it cannot graph; "off" always trains eagerly. The summary's `cuda_graphs`
     # says which ran and why.
-    cuda_graphs: Literal["auto", "on", "off"] = "auto"
-    devices: int | str = 1
-    accelerator: str = "auto"
-    strategy: Literal["auto", "single", "ddp", "fsdp"] = "auto"
-    card: str = "h100"  # for MFU: the cost model's card peak
-    deterministic: bool = False
-    quiet: bool = False
+    cuda_graphs: Literal["auto", "on", "off"] = doc(
+        "auto", "training steps as CUDA graphs: auto (when safe, else eager), on (or refuse), off"
+    )
+    devices: int | str = doc(1, "number of devices, or auto")
+    accelerator: str = doc("auto", "Lightning accelerator: auto, cpu, gpu, ...")
+    strategy: Literal["auto", "single", "ddp", "fsdp"] = doc("auto", "distribution over devices")
+    card: str = doc("h100", "card whose peak FLOP/s the MFU uses (the cost model's cards)")
+    deterministic: bool = doc(False, "deterministic algorithms only (Lightning's deterministic)")
 
-    divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
-    fault_injection: FaultInjection = field(default_factory=FaultInjection)
+    divergence: DivergenceConfig = doc(DivergenceConfig, "when a run counts as diverged (see the class)")
+    fault_injection: FaultInjection = doc(
+        FaultInjection, "faults for tests and the reliability suite (all off)"
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.divergence, dict):

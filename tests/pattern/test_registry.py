@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -116,3 +118,38 @@ def test_every_registered_config_is_a_model_config_section():
         nested = ModelConfig.from_dict({spec.name: {first.name: value}})  # YAML's model: {<name>: {...}}
         assert getattr(getattr(nested, spec.name), first.name) == value
         assert ModelConfig().to_dict()[spec.name] == dataclasses.asdict(spec.config())
+
+
+def test_fused_available_asks_for_the_package_before_the_device(monkeypatch):
+    asked = []
+    monkeypatch.setattr(registry, "cuda_device_visible", lambda: asked.append("device") or True)
+    spec = registry.LayerSpec(
+        symbol="~", name="tmp", role="mixer", summary="", fused_package="no_such_kernels"
+    )
+    assert not spec.fused_available() and asked == []  # not installed: the device is never asked
+    assert not dataclasses.replace(spec, fused_package=None).fused_available()
+    installed = dataclasses.replace(spec, fused_package="json")  # any installed package stands in
+    assert installed.fused_available() and asked == ["device"]
+    monkeypatch.setattr(registry, "cuda_device_visible", lambda: False)
+    assert not installed.fused_available()
+
+
+def test_the_device_check_is_torchs_once_torch_is_loaded():
+    registry.cuda_device_visible.cache_clear()
+    try:
+        assert registry.cuda_device_visible() == torch.cuda.is_available()
+    finally:
+        registry.cuda_device_visible.cache_clear()
+
+
+@pytest.mark.gpu
+def test_the_driver_sees_the_device_that_torch_sees():
+    """Without torch the CUDA driver answers (cuDeviceGetCount), and agrees with torch on a GPU machine."""
+    code = (
+        "import sys; from archsearch.pattern.registry import cuda_device_visible as v; "
+        "print(v(), 'torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.split() == ["True", "False"]
