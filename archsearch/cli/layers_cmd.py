@@ -1,4 +1,8 @@
-"""``archsearch layers``: every layer symbol the grammar knows, what it is, its attributes and its backends."""
+"""``archsearch layers``: every layer symbol the grammar knows, what it is, its attributes and its backends.
+
+"fused" means the type's kernel package is installed and a CUDA device is visible (``LayerSpec.fused_available``,
+asked without importing torch or the package).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "layers",
         help="list the layer symbols, their attributes and backends",
-        description=__doc__,
+        description=__doc__.splitlines()[0],
     )
     p.add_argument("--json", action="store_true", help="print the list as JSON")
     p.set_defaults(func=run)
