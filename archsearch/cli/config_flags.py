@@ -27,15 +27,13 @@ def add_field_flags(
 
     Args:
         parser: where the groups go.
-        cls: the config dataclass; every field needs ``metadata["help"]``.
+        cls: the config dataclass; a field without ``metadata["help"]`` still gets its flag, with only its default
+            as help (tests/cli/test_config_flags.py requires a doc on every TrainConfig field).
         custom: field name -> a function that adds that field's flags to its group instead (flags with their
             own syntax, or for a field no flag can carry).
 
     Returns:
         The fields that got a generated flag (their flags' ``dest`` is the field name).
-
-    Raises:
-        TypeError: a field without a help text.
     """
     custom = custom or {}
     hints = typing.get_type_hints(cls)
@@ -43,8 +41,6 @@ def add_field_flags(
     section: str | None = None
     made = []
     for f in dataclasses.fields(cls):
-        if "help" not in f.metadata:
-            raise TypeError(f"{cls.__name__}.{f.name} has no metadata['help'] to show as its flag's help")
         section = f.metadata.get("section", section)
         if section not in groups:
             groups[section] = parser.add_argument_group(section) if section else parser
@@ -96,7 +92,7 @@ def flag_settings(f: dataclasses.Field, tp: Any) -> dict[str, Any] | None:
         kwargs["metavar"] = f.metadata["metavar"]
     text = f.metadata.get("help", "")
     if f.default is not None and f.default is not dataclasses.MISSING:
-        text += f" (default: {_shown(f.default)})"
+        text = f"{text} (default: {_shown(f.default)})".lstrip()
     kwargs["help"] = text.replace("%", "%%")  # argparse formats help with %
     return kwargs
 
