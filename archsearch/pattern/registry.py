@@ -11,7 +11,6 @@ reading the registry never imports torch. docs/layers.md walks through adding on
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import functools
 import importlib
@@ -128,6 +127,8 @@ def cuda_device_visible() -> bool:
     torch = sys.modules.get("torch")
     if torch is not None:
         return bool(torch.cuda.is_available())
+    import ctypes
+
     try:
         driver = ctypes.CDLL("libcuda.so.1")
     except OSError:
