@@ -11,7 +11,7 @@ from archsearch.errors import ConfigError, PatternError
 from archsearch.pattern import registry
 from archsearch.pattern.allocate import MLP_SPREADS, SPREADS, Allocation, allocate, fraction, layer_count
 from archsearch.pattern.parser import parse
-from archsearch.pattern.pattern import Pattern
+from archsearch.pattern.pattern import Pattern, all_layers, mixed_attention_stacks
 
 EPILOG = """examples:
   archsearch pattern "M-M-*-M-+"
@@ -156,16 +156,15 @@ def _megatron_verdict(pattern: Pattern) -> str:
     """Whether Megatron-LM takes this text, and if not, why."""
     if pattern.is_megatron:
         return "yes (Megatron-LM accepts this text as is)"
-    layers = list(pattern.layers) + [layer for depth in pattern.mtp for layer in depth]
+    layers = all_layers(pattern)
     why = []
     extensions = sorted({layer.symbol for layer in layers if not layer.spec.megatron})
     if extensions:
         why.append("extension layers " + " ".join(extensions))
     if any(layer.attrs for layer in layers):
         why.append("per-layer attributes")
-    symbols = {layer.symbol for layer in layers}
-    if "*" in symbols and symbols & {"+", "D"}:
-        why.append("'*' mixed with " + "/".join(sorted(symbols & {"+", "D"})) + ", which Megatron-LM refuses")
+    for stack, mla in mixed_attention_stacks(pattern).items():  # Megatron-LM checks each stack on its own
+        why.append(f"'*' mixed with {'/'.join(sorted(mla))} in the {stack} stack, which Megatron-LM refuses")
     return "no: " + "; ".join(why)
 
 

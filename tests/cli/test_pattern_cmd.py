@@ -28,6 +28,19 @@ def test_describe_pattern(capsys):
     assert row.split()[1:4] == ["mla", "1", "11.1%"] and row.split()[-1] == "8"
 
 
+@pytest.mark.parametrize(
+    ("text", "verdict"),
+    [
+        ("*M/+M", "megatron: yes"),  # Megatron-LM checks the main and the MTP stack separately
+        ("*+M/MM", "megatron: no: '*' mixed with + in the main stack"),
+        ("*M/+*", "megatron: no: '*' mixed with + in the MTP stack"),
+    ],
+)
+def test_megatron_verdict_is_per_stack(capsys, text, verdict):
+    code, out, _ = run(capsys, text)
+    assert code == 0 and verdict in out
+
+
 def test_describe_stages_and_mtp(capsys):
     code, out, _ = run(capsys, "(M-M-*-)x2 | (M-M-*-)x2 / M- / M-")
     assert code == 0
