@@ -76,6 +76,31 @@ def mqar_chance(rec: StudyRecords) -> float | None:
     return None
 
 
+def mqar_baselines(
+    rec: StudyRecords, task: str | None, levels: list[int]
+) -> tuple[float, dict[int, float]] | None:
+    """(chance, book guessing per level) for an MQAR metric, or None when unknown.
+
+    A space that sets ``value_range`` is an older study whose values were drawn with replacement
+    (:func:`book_guess`); otherwise the task is rebuilt from the stored space and asked
+    (:meth:`archsearch.data.tasks.mqar.MQAR.baselines`: distinct values, Zoology's sampler, 1 / pairs).
+    """
+    if task != "mqar" or not levels:
+        return None
+    chance = mqar_chance(rec)
+    if chance is not None:
+        return chance, {n: book_guess(n, round(1 / chance)) for n in levels}
+    from archsearch.viz.recall import held_out_task
+
+    built = held_out_task(rec, task)
+    if built is None:
+        return None
+    per = {n: built.baselines(n) for n in levels}
+    if not all("chance" in b and "book" in b for b in per.values()):
+        return None
+    return per[levels[0]]["chance"], {n: b["book"] for n, b in per.items()}
+
+
 def book_guess(pairs: int, values: int) -> float:
     """MQAR accuracy per query of guessing uniformly among the book's ``pairs`` values, each drawn uniformly from
     ``values`` ids: the right one plus, on average, ``(pairs - 1) / values`` copies of it among the ``pairs``."""
@@ -180,21 +205,23 @@ def book_baseline_check(rec: StudyRecords, objective: str | None = None) -> Base
     except PlotNotApplicable:
         return None
     task = m["task"] if (m := _TASK_ACC.fullmatch(metric)) else None
-    chance = mqar_chance(rec) if task == "mqar" else None
-    if chance is None:
+    series = level_series(rec, metric, objective)
+    baselines = mqar_baselines(rec, task, sorted({lvl for s in series for lvl in s.levels}))
+    if baselines is None:
         return None
+    chance, book = baselines
     n_values = round(1 / chance)
     above: dict[str, list[int]] = {}
     clears: dict[str, list[int]] = {}
     replicates: dict[str, int] = {}
     closest = None
-    for s in level_series(rec, metric, objective):
+    for s in series:
         if not s.levels:
             continue
         label = s.arch.label
         above[label], clears[label] = [], []
         for lvl, iv in s.levels.items():
-            base = book_guess(lvl, n_values)
+            base = book[lvl]
             replicates[label] = iv.n
             if iv.mean > base:
                 above[label].append(lvl)
@@ -302,13 +329,14 @@ def plot_levels(
             )
         )
     task = m["task"] if (m := _TASK_ACC.fullmatch(metric)) else None
-    chance = mqar_chance(rec) if task == "mqar" else None
     xs = sorted(levels)
-    if chance is not None:
+    baselines = mqar_baselines(rec, task, xs)
+    if baselines is not None:
+        chance, by_level = baselines
         label = f"chance (1/{round(1 / chance)} values)"
         extra.append((ax.axhline(chance, color="0.4", ls=":", lw=1.2, zorder=1), label))
-        # No recall, but knowing which values are in the book: guess one of its n values (drawn with replacement).
-        book = [book_guess(n, round(1 / chance)) for n in xs]
+        # No recall, but knowing which values are in the book: guess one of its n values.
+        book = [by_level[n] for n in xs]
         (line,) = ax.plot(xs, book, color="0.4", ls="--", lw=1.2, zorder=1)
         extra.append((line, "guess a value from the book"))
         check = book_baseline_check(rec, objective)

@@ -190,3 +190,27 @@ def test_book_guessing_baseline_check(recall_dir: Path, tmp_path: Path):
     assert book_guess_overall([1, 2, 4, 8], 8) == pytest.approx(0.3583, abs=1e-4)
     assert book_guess_overall([4, 8, 16, 32], 32) == pytest.approx(0.0958, abs=1e-4)  # GPU round: 0.096
     assert book_guess_overall([2, 4, 8, 16], 32) == pytest.approx(0.1604, abs=1e-4)  # CPU 1c: 0.160
+
+
+def test_book_guessing_baseline_of_own_vocabulary_mqar_comes_from_the_task(tmp_path: Path):
+    """A study of today's MQAR (own vocabulary, distinct values, no ``value_range`` in the space): the levels plot
+    asks the task for its baselines, 1 / pairs, as the recall plots do."""
+    from archsearch.data.tasks import TASKS, make_task
+    from archsearch.viz.levels import book_baseline_check
+
+    study = optuna.create_study(
+        study_name="own", storage=f"sqlite:///{tmp_path / 'o.db'}", direction="maximize"
+    )
+    study.set_user_attr("objectives", [{"name": "val/mqar/acc", "direction": "maximize"}])
+    opts = {"vocab_size": 1024}
+    study.set_user_attr("space", {"seq_len": 64, "train": {"data_options": {"task_options": {"mqar": opts}}}})
+    for pattern, l4, l16 in (("*M", 0.9, 0.8), ("MM", 0.2, 0.05)):
+        metrics = {"val/mqar/acc": l16, "val/mqar/acc_L4": l4, "val/mqar/acc_L16": l16}
+        study.add_trial(create_trial(value=l16, user_attrs={"pattern": pattern, "metrics": metrics}))
+    task = make_task("mqar", TASKS["mqar"].fit_seq_len(64, opts), "byte", opts)
+    check = book_baseline_check(records_from_study(study))
+    assert check is not None and check.values == task.num_values
+    assert check.above == {"*M": [4, 16], "MM": []}  # 0.2 < 1/4 and 0.05 < 1/16: no retrieval shown
+    ax = plot_levels(study)
+    book = next(line for line in ax.lines if line.get_linestyle() == "--")
+    assert list(book.get_ydata()) == pytest.approx([1 / 4, 1 / 16])
