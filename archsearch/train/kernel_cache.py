@@ -152,6 +152,10 @@ def _read(path: Path) -> dict[str, dict[str, str]]:
     return kernels if isinstance(kernels, dict) else {}
 
 
+def _defaults(path: Path | None, tuners: list[Any] | None) -> tuple[Path | None, list[Any]]:
+    return (path if path is not None else autotune_path()), (live_autotuners() if tuners is None else tuners)
+
+
 def keep_autotuning(tuners: list[Any] | None = None, path: Path | None = None) -> int:
     """Add the choices of ``tuners`` (default: every live autotuner) to ``path`` (default :func:`autotune_path`).
 
@@ -162,8 +166,7 @@ def keep_autotuning(tuners: list[Any] | None = None, path: Path | None = None) -
     Returns:
         How many choices the file holds for these autotuners afterwards (0 when nothing was written).
     """
-    path = path if path is not None else autotune_path()
-    tuners = live_autotuners() if tuners is None else tuners
+    path, tuners = _defaults(path, tuners)
     if path is None or not tuners:
         return 0
     kernels = _read(path)
@@ -199,8 +202,7 @@ def restore_autotuning(tuners: list[Any] | None = None, path: Path | None = None
     Returns:
         How many choices were restored.
     """
-    path = path if path is not None else autotune_path()
-    tuners = live_autotuners() if tuners is None else tuners
+    path, tuners = _defaults(path, tuners)
     if path is None or not tuners:
         return 0
     kernels = _read(path)
