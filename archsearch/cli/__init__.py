@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"archsearch: {exc.render()}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("archsearch: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # the message, when there is one, says what was kept and how to resume
+        print(f"archsearch: interrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `archsearch ... | head`: the reader left; say nothing more
         devnull = os.open(os.devnull, os.O_WRONLY)

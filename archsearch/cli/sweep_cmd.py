@@ -13,12 +13,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "sweep",
         help="run or resume an Optuna search over a space file",
         description=__doc__.splitlines()[0],
-        epilog="Re-running the same command resumes the study; trials already finished count toward --n-trials. "
-        "Several machines join one study with the same --storage URL and --study-name.",
+        epilog="Exit status: 0 when --n-trials distinct settings finished (COMPLETE or PRUNED), 1 when the sweep "
+        "stopped short (failures, dead workers, a used-up space: one line of counts on stderr), 2 for a bad input, "
+        "130 when interrupted. Re-running the same command resumes the study; trials already finished count "
+        "toward --n-trials. Several machines join one study with the same --storage URL and --study-name.",
     )
-    p.add_argument("space", help="the search-space YAML file (see search_spaces/)")
     p.add_argument(
-        "--n-trials", type=int, default=None, help="trials to finish in total (default: the file's n_trials)"
+        "space",
+        help="the search-space YAML file, or the name of a shipped space (e.g. quickstart; see search_spaces/)",
+    )
+    p.add_argument(
+        "--n-trials",
+        type=int,
+        default=None,
+        help="distinct settings to finish (COMPLETE or PRUNED) in total (default: the file's n_trials)",
     )
     p.add_argument(
         "--workers", type=int, default=1, help="local worker processes (one GPU each when there are GPUs)"
@@ -32,7 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--study-name", default=None, help="study name (default: the file's study, else its file name)"
     )
     p.add_argument("--runs-dir", default="runs", help="where runs/<study>/ goes (default: runs)")
-    p.add_argument("--seed", type=int, default=None, help="override the file's seed (sampler and training)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="override the file's seed (sampler and training; 0 to 2**32 - 1)",
+    )
     p.add_argument(
         "--data",
         default=None,
@@ -42,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-failures",
         type=int,
         default=None,
-        help="stop after this many failed trials (default: --n-trials)",
+        help="stop after this many trials failed on their own in this run (default: --n-trials)",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
@@ -50,14 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import sys
 
-    from archsearch.errors import ConfigError
     from archsearch.search import format_result, run_sweep
+    from archsearch.search.accounting import Counts
 
-    if args.max_failures is not None and args.max_failures < 1:
-        raise ConfigError(
-            f"expected a positive number, found {args.max_failures}", "command line", "--max-failures"
-        )
     result = run_sweep(
         args.space,
         n_trials=args.n_trials,
@@ -73,11 +83,21 @@ def run(args: argparse.Namespace) -> int:
         out = {
             "study": result.study_name,
             "study_dir": str(result.study_dir),
+            "done": result.done,
+            "stop_reason": result.stop_reason,
+            "n_trials": result.n_trials,
+            "requested": result.requested,
             "counts": result.counts,
+            "tally": result.tally,
             "objectives": result.objectives,
             "best": result.best,
         }
         print(json.dumps(out, indent=2, default=str))
     else:
         print(format_result(result))
-    return 0 if result.best else 1
+    if result.done:
+        return 0
+    # one line on stderr: why the sweep stopped short, with the counts
+    line = Counts(**result.tally).line(result.n_trials)
+    print(f"archsearch: sweep stopped short: {result.stop_reason}: {line}", file=sys.stderr)
+    return 1

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from archsearch.errors import ConfigError, did_you_mean
 
 DIM_TYPES = ("float", "int", "categorical")
@@ -62,6 +60,12 @@ NAMED_DIMS = {
     "lr": "peak learning rate",
 }
 BASE_MIXER = "mamba2"  # the mixer that fills the layers no fraction claims
+# TrainConfig keys the sweep sets for every trial (where its run goes, whether it resumes): a space file may not set
+# them, under train: or as a train.<key> dimension, or every trial would write to one place or elsewhere.
+OUTPUT_KEYS = ("name", "runs_dir", "resume", "overwrite", "quiet")
+SEED_RANGE = (0, 2**32 - 1)  # what numpy and Optuna's samplers accept
+MAX_HEARTBEAT_S = 600
+MAX_GRACE_S = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,15 @@ class Dimension:
             high = int(low) + (int(high) - int(low)) // step * step
             return sorted({int(low), int(high)})
         return sorted({float(low), float(high)})
+
+    def size(self) -> int:
+        """How many values ``grid`` would list (without listing them); 1 for a fixed value."""
+        if not self.searched:
+            return 1
+        if self.type == "categorical":
+            return len(self.choices)
+        step = self.step if self.step is not None else 1
+        return int(math.floor((self.high - self.low) / step + 1e-9)) + 1
 
     def grid(self) -> list[Any]:
         """Every value for a grid sampler; refuses continuous ranges."""
@@ -230,22 +243,52 @@ def load_space(path: str | Path, *, check_build: bool = True) -> SearchSpace:
     Raises:
         ConfigError: naming the file and the dotted key of the first problem.
     """
-    path = Path(path)
+    from archsearch.yamlfile import load_yaml_file
+
+    path = resolve_space_path(path)
     source = str(path)
-    if not path.is_file():
-        raise ConfigError("no such file", source, hint="space files live in search_spaces/*.yaml")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", source) from None
+    data = load_yaml_file(path)
     space = space_from_dict(data, source=source, default_study=path.stem)
     if check_build:
         from archsearch.search.suggest import check_corners
 
         check_corners(space)
     return space
+
+
+def shipped_spaces_dir() -> Path | None:
+    """Where the shipped ``search_spaces/*.yaml`` are: beside the package in a source checkout, or inside it
+    (``archsearch/search_spaces``) when installed from a wheel."""
+    here = Path(__file__).resolve().parent.parent  # archsearch/
+    for candidate in (here.parent / "search_spaces", here / "search_spaces"):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def shipped_space_names() -> list[str]:
+    d = shipped_spaces_dir()
+    return sorted(p.stem for p in d.glob("*.yaml")) if d is not None else []
+
+
+def resolve_space_path(path: str | Path) -> Path:
+    """A space file path, or the name of a shipped space (``quickstart`` for ``search_spaces/quickstart.yaml``).
+
+    Raises:
+        ConfigError: neither a file nor a shipped space's name.
+    """
+    p = Path(path)
+    if p.is_file():
+        return p
+    shipped = shipped_spaces_dir()
+    if shipped is not None and p.suffix in ("", ".yaml") and len(p.parts) == 1:
+        candidate = shipped / f"{p.stem}.yaml"
+        if candidate.is_file():
+            return candidate
+    names = shipped_space_names()
+    hint = did_you_mean(p.stem, names) or (f"shipped spaces: {', '.join(names)}" if names else None)
+    what = "is a directory, not a space file" if p.is_dir() else "no such file"
+    raise ConfigError(what, str(path), hint=hint)
 
 
 def space_from_dict(data: Any, *, source: str = "search space", default_study: str = "study") -> SearchSpace:
@@ -268,6 +311,8 @@ def space_from_dict(data: Any, *, source: str = "search space", default_study: s
     sp.preset = v.typed(d, "preset", str, sp.preset)
     sp.model = v.typed(d, "model", dict, {})
     sp.data = v.typed(d, "data", str, sp.data)
+    if not sp.data.strip():
+        raise v.fail("data", "expected a corpus (default, a path or hf:NAME), found an empty string")
     sp.tasks = v.tasks(d.get("tasks"))
     sp.seq_len = v.positive_int(d, "seq_len", sp.seq_len)
     sp.batch_size = v.positive_int(d, "batch_size", sp.batch_size)
@@ -278,13 +323,13 @@ def space_from_dict(data: Any, *, source: str = "search space", default_study: s
     sp.n_trials = v.positive_int(d, "n_trials", sp.n_trials)
     sp.sampler = v.choice(d, "sampler", SAMPLERS, sp.sampler)
     sp.pruner = v.pruner(d.get("pruner", "median"))
-    sp.seed = v.int_(d, "seed", sp.seed)
+    sp.seed = v.seed(d, "seed", sp.seed)
     sp.decode_context = v.positive_int(d, "decode_context", sp.decode_context)
     sp.card = v.typed(d, "card", str, sp.card)
     sp.budget_solve = v.choice(d, "budget_solve", ("d_model", "d_ff"), sp.budget_solve)
     sp.budget_tolerance = v.fraction_below_one(d, "budget_tolerance", sp.budget_tolerance)
-    sp.heartbeat_interval = v.positive_int(d, "heartbeat_interval", sp.heartbeat_interval)
-    sp.grace_period = v.positive_int(d, "grace_period", sp.grace_period)
+    sp.heartbeat_interval = v.bounded_int(d, "heartbeat_interval", sp.heartbeat_interval, 1, MAX_HEARTBEAT_S)
+    sp.grace_period = v.bounded_int(d, "grace_period", sp.grace_period, 2, MAX_GRACE_S)
     if sp.grace_period <= sp.heartbeat_interval:  # a live trial would be failed between two heartbeats
         raise v.fail(
             "grace_period",

@@ -6,18 +6,35 @@ import dataclasses
 from typing import Any
 
 from archsearch.errors import ConfigError, did_you_mean
-from archsearch.search.space import SearchSpace, _mixer_dims
+from archsearch.search.space import OUTPUT_KEYS, SearchSpace, _mixer_dims
 from archsearch.search.space_validate import Validator
 
 
 def check_model_and_train(sp: SearchSpace, v: Validator) -> None:
-    """Keys under model:/train: and the model./train. dimensions must name real config fields."""
+    """The preset and card exist; keys under model:/train: and the model./train. dimensions name real config
+    fields; train: values have TrainConfig's types; no key sets where a trial's outputs go."""
+    from archsearch.cost.cards import get_card
     from archsearch.model.config import ModelConfig
+    from archsearch.model.presets import get_preset
 
+    for key, check in (("preset", get_preset), ("card", get_card)):
+        try:
+            check(getattr(sp, key))
+        except ConfigError as exc:
+            raise v.fail(key, exc.message, exc.hint) from None
     try:
         ModelConfig.from_dict(sp.model, source=v.source)
     except ConfigError as exc:
         raise v.fail(f"model.{exc.key}" if exc.key else "model", exc.message, exc.hint) from None
+    for key in (*sp.train, *(n[6:] for n in sp.space if n.startswith("train."))):
+        if key in OUTPUT_KEYS:
+            where = f"train.{key}" if key in sp.train else f"space.train.{key}"
+            raise v.fail(
+                where,
+                f"the sweep decides {', '.join(OUTPUT_KEYS)} for every trial (runs/<study>/trials/trial-NNNN, "
+                "resumed only when retried)",
+                hint="use --runs-dir / --study-name to move a study's outputs",
+            )
     model_keys = _dotted_keys(ModelConfig().to_dict())
     train_keys = _train_fields()
     for name in sp.space:
@@ -29,6 +46,17 @@ def check_model_and_train(sp: SearchSpace, v: Validator) -> None:
         for key in sp.train:
             if key not in train_keys:
                 raise v.fail(f"train.{key}", "unknown training option", did_you_mean(str(key), train_keys))
+        _check_train_values(sp, v)
+
+
+def _check_train_values(sp: SearchSpace, v: Validator) -> None:
+    """``train:`` values with TrainConfig's own type and range checks (a wrong one would fail every trial)."""
+    from archsearch.train.config import TrainConfig
+
+    try:
+        TrainConfig.from_dict(dict(sp.train), source=v.source)
+    except ConfigError as exc:
+        raise v.fail(f"train.{exc.key}" if exc.key else "train", exc.message, exc.hint) from None
 
 
 def _dotted_keys(d: dict[str, Any], prefix: str = "") -> list[str]:
@@ -47,6 +75,9 @@ def _train_fields() -> list[str] | None:
     except ImportError:
         return None
     return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+MAX_GRID = 100_000  # points a grid sampler enumerates (it lists them all up front)
 
 
 def check_combinations(sp: SearchSpace, v: Validator) -> None:
@@ -73,14 +104,28 @@ def check_combinations(sp: SearchSpace, v: Validator) -> None:
     elif spread is not None and "positions" in spread.corners():
         raise v.fail("space.spread", "spread 'positions' needs a positions dimension (space.positions)")
     if sp.sampler_name == "grid":
+        points = 1
         for name, dim in dims.items():
-            try:
-                dim.grid()
-            except ValueError:
-                raise v.fail(
-                    f"space.{name}.step", "the grid sampler needs a step for float dimensions"
-                ) from None
+            if dim.type == "float" and dim.step is None:
+                raise v.fail(f"space.{name}.step", "the grid sampler needs a step for float dimensions")
+            points *= dim.size() ** (dim.count if name == "positions" and dim.type != "categorical" else 1)
+        if points > MAX_GRID:
+            raise v.fail(
+                "space", f"the grid has {points:,} points, more than {MAX_GRID:,}", "use sampler: tpe"
+            )
     if sp.sampler_name == "cmaes" and sp.multi_objective:
         raise v.fail("sampler", "CMA-ES optimises one objective; use nsga2 or tpe for several")
     if sp.val_every is not None and sp.val_every > sp.steps:
         raise v.fail("val_every", f"expected at most steps ({sp.steps}), found {sp.val_every}")
+    _check_pruner(sp, v)
+
+
+def _check_pruner(sp: SearchSpace, v: Validator) -> None:
+    """Build the pruner now: Optuna checks its options' ranges only when it is constructed."""
+    from archsearch.search.study import make_pruner
+
+    try:
+        make_pruner(sp)
+    except (ValueError, TypeError) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise v.fail("pruner", f"Optuna refuses these {sp.pruner['type']} pruner options: {text}") from None

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from archsearch.errors import ConfigError, did_you_mean
@@ -16,6 +17,7 @@ from archsearch.search.space import (
     DIRECTIONS,
     MLP_SPREADS,
     PRUNERS,
+    SEED_RANGE,
     SPREADS,
     TASK_METRICS,
     Dimension,
@@ -24,6 +26,9 @@ from archsearch.search.space import (
     known_dims,
 )
 
+MAX_STEPS = 1_000_000  # grid points of one stepped range (Optuna's step arithmetic fails far beyond)
+MAX_POSITIONS = 256  # searched attention positions (more than any model has attention layers)
+
 
 def describe(value: Any) -> str:
     """How ``value`` reads in a message: "nothing", "the boolean True", "int 3", "a list"."""
@@ -31,8 +36,13 @@ def describe(value: Any) -> str:
         return "nothing"
     if isinstance(value, bool):
         return f"the boolean {value!r}"
+    if isinstance(value, int) and abs(value) >= 10**30:
+        return (
+            f"an integer of {len(str(abs(value))) if value.bit_length() < 14000 else 'thousands of'} digits"
+        )
     if isinstance(value, (int, float, str)):
-        return f"{type(value).__name__} {value!r}"
+        text = repr(value)
+        return f"{type(value).__name__} {text if len(text) <= 80 else text[:77] + '...'}"
     return f"a {type(value).__name__}"
 
 
@@ -82,6 +92,19 @@ class Validator:
             raise self.fail(key, f"expected a number in [0, 1) (0.02 is 2%), found {describe(value)}")
         return float(value)
 
+    def bounded_int(self, d: dict, key: str, default: int, low: int, high: int) -> int:
+        value = d.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.fail(key, f"expected an integer from {low} to {high}, found {describe(value)}")
+        return value
+
+    def seed(self, d: dict, key: str, default: int) -> int:
+        low, high = SEED_RANGE
+        value = d.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.fail(key, f"expected an integer from {low} to 2**32 - 1, found {describe(value)}")
+        return value
+
     def choice(self, d: dict, key: str, choices: tuple[str, ...], default: str) -> str:
         value = d.get(key, default)
         if value not in choices:
@@ -93,14 +116,9 @@ class Validator:
         return value
 
     def name(self, value: Any, key: str) -> str:
-        if (
-            not isinstance(value, str)
-            or not value
-            or any(c in value for c in "/\\ \t\n")
-            or value in (".", "..")
-        ):
-            raise self.fail(key, f"expected a name without spaces or slashes, found {describe(value)}")
-        return value
+        from archsearch.search.study import check_study_name
+
+        return check_study_name(value, self.source, key)
 
     # ---- composite settings -----------------------------------------------------------------------------------
     def tasks(self, value: Any) -> dict[str, float] | None:
@@ -154,8 +172,10 @@ class Validator:
                     f"pruner.{key}", f"unknown option of the {kind} pruner; expected one of {', '.join(allowed) or 'none'}",
                     hint=did_you_mean(str(key), allowed),
                 )  # fmt: skip
-            if isinstance(opt, bool) or not isinstance(opt, (int, float)):
+            if isinstance(opt, bool) or not isinstance(opt, (int, float)) or not math.isfinite(opt):
                 raise self.fail(f"pruner.{key}", f"expected a number, found {describe(opt)}")
+            if key != "percentile" and not float(opt).is_integer():
+                raise self.fail(f"pruner.{key}", f"expected a whole number (steps or trials), found {opt!r}")
         return dict(value)
 
     def objectives(self, value: Any, tasks: dict[str, float] | None) -> list[Objective]:
@@ -245,8 +265,10 @@ class Validator:
         count = spec.get("count", 1)
         if "count" in spec and name != "positions":
             raise self.fail(f"{key}.count", "only the positions dimension takes a count")
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise self.fail(f"{key}.count", f"expected a positive integer, found {describe(count)}")
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_POSITIONS:
+            raise self.fail(
+                f"{key}.count", f"expected an integer from 1 to {MAX_POSITIONS}, found {describe(count)}"
+            )
         if kind == "categorical":
             return self._categorical(name, spec, key, count)
         return self._range(name, kind, spec, key, count)
@@ -284,6 +306,7 @@ class Validator:
             if (
                 isinstance(x, bool)
                 or not isinstance(x, (int, float))
+                or not math.isfinite(x)
                 or (kind == "int" and not float(x).is_integer())
             ):
                 raise self.fail(
@@ -299,6 +322,12 @@ class Validator:
             raise self.fail(f"{key}.high", f"high must be >= low ({low!r}), found {high!r}")
         if step is not None and step <= 0:
             raise self.fail(f"{key}.step", f"expected a positive step, found {step!r}")
+        if step is not None and (high - low) / step > MAX_STEPS:
+            raise self.fail(
+                f"{key}.step",
+                f"the range {low!r}..{high!r} holds more than {MAX_STEPS:,} steps of {step!r}",
+                hint="use a coarser step, or no step for a continuous range",
+            )
         if log and step is not None:
             raise self.fail(
                 f"{key}.log",
@@ -335,7 +364,12 @@ class Validator:
                     value = float(value)  # YAML 1.1 reads 3e-3 as a string
                 except ValueError:
                     pass
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value <= 0
+            ):
                 raise self.fail(key, f"expected a positive number, found {describe(value)}")
             return int(value) if name == "budget" else float(value)
         if name == "rope":

@@ -1,190 +1,81 @@
-"""Optuna plumbing: storage (SQLite or any database URL, with heartbeats), samplers, pruners, study creation.
-
-Storage choice: every study uses Optuna's ``RDBStorage``, because it is the storage with heartbeats (a worker killed
-mid-trial gets that trial failed and retried). The default is SQLite at ``runs/<study>/study.db`` in WAL mode with a
-long busy timeout, which is safe for a handful of local worker processes; PostgreSQL (``--storage
-postgresql+psycopg2://...``) is the way to run many workers on many machines. A non-default URL is written to
-``runs/<study>/storage.txt`` so ``archsearch dashboard|plot|report runs/<study>`` find the study again.
+"""Optuna plumbing: study names, samplers, pruners, study creation. Storage lives in
+:mod:`archsearch.search.storage` (re-exported here).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import logging
-import re
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 from archsearch.errors import BackendError, ConfigError, StudyError
+from archsearch.search.liveness import quiet_experimental as _quiet_experimental
+from archsearch.search.storage import (  # noqa: F401 - the names other modules and tests import from here
+    GRACE_PERIOD,
+    HEARTBEAT_INTERVAL,
+    MAX_RETRY,
+    SQLITE_TIMEOUT,
+    check_sqlite_file,
+    check_storage_url,
+    default_storage_url,
+    make_storage,
+    redact_url,
+    scrub,
+    sqlite_path,
+    storage_url_for,
+    url_secrets,
+)
 
 log = logging.getLogger("archsearch.search")
 
-HEARTBEAT_INTERVAL = 5  # seconds between a running trial's heartbeats
-GRACE_PERIOD = 20  # a RUNNING trial silent this long belongs to a dead worker: failed and retried
-MAX_RETRY = 2  # retries of a trial whose worker died (not of trials that raised)
-SQLITE_TIMEOUT = 120  # seconds a writer waits for the SQLite lock
+_redact = redact_url  # the name the sweep and its tests use
+MAX_NAME = 128
 
 
-def default_storage_url(study_dir: Path) -> str:
-    return f"sqlite:///{Path(study_dir).resolve() / 'study.db'}"
-
-
-def storage_url_for(study_dir: str | Path) -> str:
-    """The storage URL of a study directory (its storage.txt, else its study.db); StudyError when neither exists."""
-    study_dir = Path(study_dir)
-    txt = study_dir / "storage.txt"
-    if txt.is_file():
-        url = txt.read_text().strip()
-        if url:
-            return url
-    db = study_dir / "study.db"
-    if db.is_file():
-        return default_storage_url(study_dir)
-    raise StudyError(
-        f"{study_dir}: no study here (expected study.db or storage.txt, as `archsearch sweep` writes)"
-    )
-
-
-def make_storage(
-    url: str,
-    *,
-    heartbeat: bool = True,
-    heartbeat_interval: int = HEARTBEAT_INTERVAL,
-    grace_period: int = GRACE_PERIOD,
-) -> Any:
-    """An ``optuna.storages.RDBStorage`` for ``url`` with heartbeats and retry of trials whose worker died.
+def check_study_name(
+    value: Any, source: str | None = "command line", key: str | None = "--study-name"
+) -> str:
+    """The one rule for study names (the space's ``study:`` and every ``--study-name``): a plain directory name,
+    since ``runs/<study>/`` and ``plots/<study>/`` are made from it.
 
     Raises:
-        ConfigError: the URL is not one SQLAlchemy understands or the database refuses the connection.
-        BackendError: the URL's database driver (e.g. psycopg2) is not installed.
+        ConfigError: naming ``source`` and ``key``.
     """
-    import optuna
-    from optuna.storages import RDBStorage
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or len(value) > MAX_NAME
+        or value in (".", "..")
+        or value.startswith("-")
+        or any(c in value for c in "/\\:")
+        or any(not c.isprintable() or c.isspace() for c in value)
+    ):
+        from archsearch.search.space_validate import describe
 
-    kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///") :])
-        if str(path) != ":memory:":
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _enable_wal(path)
-        kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_TIMEOUT}}
-    elif "://" not in url:
         raise ConfigError(
-            "expected a database URL like sqlite:///path/study.db or postgresql+psycopg2://user@host:port/db",
-            "command line", "--storage", hint=f"found {url!r}",
-        )  # fmt: skip
-    if heartbeat:
-        # the retry resumes the dead trial's run from its last checkpoint: it keeps the steps reported before
-        with _quiet_experimental():
-            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=MAX_RETRY, inherit_intermediate_values=True
-            )
-        kwargs.update(
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            heartbeat_stale_trial_callback=retry,
+            f"expected a plain name (letters, digits, '-', '_', '.'; no spaces, slashes or '..'; at most "
+            f"{MAX_NAME} characters), found {describe(value)}",
+            source,
+            key,
         )
-    try:
-        with _quiet_experimental():
-            return RDBStorage(url, **kwargs)
-    except ModuleNotFoundError as exc:
-        raise BackendError(
-            f"the storage {_redact(url)} needs the Python package {exc.name!r}",
-            ) from None  # fmt: skip
-    except Exception as exc:  # sqlalchemy's OperationalError, ArgumentError ...
-        raise ConfigError(
-            f"cannot open the storage {_redact(url)}: {type(exc).__name__}: "
-            f"{scrub((str(exc).splitlines() or [''])[0], url)}",
-            "command line", "--storage",
-        ) from None  # fmt: skip
-
-
-# user:password@ right after the scheme (greedy up to the last "@" before a query, so an unescaped "@" in the
-# password is hidden too), and a libpq-style ?password=... parameter
-_URL_PASSWORD = re.compile(r"^(?P<head>[\w+.-]+://[^:/@?#]*):(?P<secret>[^?#]*)@")
-_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<secret>[^&#]*)", re.IGNORECASE)
-
-
-def redact_url(url: str, mask: str | None = "***") -> str:
-    """``url`` with its password replaced by ``mask``, or removed when ``mask`` is None (what ``storage.txt`` keeps:
-    libpq then takes the password from ``PGPASSWORD`` or ``~/.pgpass``)."""
-    if mask is None:
-        url = _URL_PASSWORD.sub(lambda m: m["head"] + "@", url)
-        url = re.sub(r"[?&]password=[^&#]*", "", url, flags=re.IGNORECASE)
-        return url if "?" in url or "&" not in url else url.replace("&", "?", 1)
-    url = _URL_PASSWORD.sub(lambda m: f"{m['head']}:{mask}@", url)
-    return _QUERY_PASSWORD.sub(lambda m: m["head"] + mask, url)
-
-
-def url_secrets(url: str) -> list[str]:
-    """The password text(s) in ``url`` (to scrub from messages that quote the URL's parts)."""
-    found = [m["secret"] for m in (_URL_PASSWORD.search(url), *_QUERY_PASSWORD.finditer(url)) if m]
-    pieces = [p for s in found for p in (s, *s.split("@")) if len(p) >= 3]
-    return sorted(set(pieces), key=len, reverse=True)
-
-
-def scrub(text: str, url: str) -> str:
-    """``text`` with every password text of ``url`` replaced by ``***``."""
-    for secret in url_secrets(url):
-        text = text.replace(secret, "***")
-    return text
-
-
-_redact = redact_url  # the name the sweep and its tests use
-
-
-def _enable_wal(path: Path) -> None:
-    """WAL lets readers (the dashboard, other workers) proceed while one worker writes; it persists in the file."""
-    con = sqlite3.connect(path, timeout=SQLITE_TIMEOUT)
-    try:
-        con.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.DatabaseError as exc:  # a corrupt or foreign file where the study should be
-        raise StudyError(
-            f"{path}: not a readable study database ({exc}); restore it or use another --study-name"
-        ) from None
-    finally:
-        con.close()
-
-
-class _quiet_experimental:
-    """Silence Optuna's ExperimentalWarning for the heartbeat options (stable in practice since 2.x)."""
-
-    def __enter__(self):
-        import warnings
-
-        import optuna
-
-        self._cm = warnings.catch_warnings()
-        self._cm.__enter__()
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-
-    def __exit__(self, *exc):
-        return self._cm.__exit__(*exc)
+    return value
 
 
 # ---- samplers and pruners -----------------------------------------------------------------------------------------
 
 
-def make_sampler(space: Any, *, seed: int | None = None) -> Any:
-    """The sampler named by the space (``auto``: TPE for one objective, NSGA-II for several), seeded.
+def make_sampler(space: Any) -> Any:
+    """The sampler named by the space (``auto``: TPE for one objective, NSGA-II for several).
 
-    Workers of one study get different seeds (``seed + worker index``) so that they do not propose the same trials,
-    except for the grid: GridSampler shuffles its points by seed and maps a trial's grid id through that order, so
-    every worker must share the space's seed or grid ids taken by different workers name the same point.
+    Every sampler but the grid is rebuilt for each trial with the seed ``hash(space seed, trial number)``: a trial's
+    proposal depends only on the seed, its number and the study's history, so a sweep is reproducible, while workers
+    and separate ``archsearch sweep`` commands on one study (whose trials have distinct numbers) never share a random
+    stream and propose the same settings in lockstep. The grid keeps one seed: GridSampler shuffles its points by
+    seed and maps a trial's grid id through that order, so every worker must share it.
     """
-    import optuna
-
     name = space.sampler_name
-    seed = space.seed if seed is None else seed
-    if name == "tpe":
-        with _quiet_experimental():
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "grid":
         return _grid_sampler_class()(grid_space(space), seed=space.seed)
     if name == "cmaes":
@@ -194,15 +85,69 @@ def make_sampler(space: Any, *, seed: int | None = None) -> Any:
             raise BackendError(
                 "the cmaes sampler needs the Python package 'cmaes' (pip install cmaes); or use sampler: tpe"
             ) from None
+    if name not in ("tpe", "random", "nsga2", "cmaes"):
+        raise ConfigError(f"unknown sampler {name!r}", space.source, "sampler")
+    return _per_trial_class()(functools.partial(_sampler, name), space.seed)
+
+
+def _sampler(name: str, seed: int) -> Any:
+    import optuna
+
+    with _quiet_experimental():
+        if name == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+        if name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if name == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed)
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    raise ConfigError(f"unknown sampler {name!r}", space.source, "sampler")
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """A 32-bit seed for trial ``number`` of a study seeded ``seed`` (numpy and Optuna take 0 .. 2**32 - 1)."""
+    digest = hashlib.sha256(f"{seed}:{number}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+@functools.cache
+def _per_trial_class() -> type:
+    import optuna
+
+    class PerTrialSampler(optuna.samplers.BaseSampler):
+        """Delegates each trial to a sampler built for it with ``trial_seed(seed, trial.number)``."""
+
+        def __init__(self, factory: Any, seed: int):
+            self._factory = factory
+            self._seed = seed
+            self._inner = factory(seed)
+
+        def before_trial(self, study: Any, trial: Any) -> None:
+            self._inner = self._factory(trial_seed(self._seed, trial.number))
+            self._inner.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study: Any, trial: Any) -> Any:
+            return self._inner.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
+            return self._inner.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:
+            return self._inner.sample_independent(study, trial, param_name, param_distribution)
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            self._inner.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:
+            return None  # the seed of each trial is fixed by its number
+
+    return PerTrialSampler
 
 
 @functools.cache
 def _grid_sampler_class() -> type:
-    """GridSampler without its ``after_trial`` hook, which calls ``study.stop()`` once the grid is covered: outside
-    ``study.optimize`` (our workers ask and tell) that raises after the trial is stored, so the worker that told the
-    last point logged a false "could not record". The workers stop on a covered grid themselves."""
+    """GridSampler without its ``after_trial`` hook, which calls ``study.stop()`` once every point was proposed:
+    the workers decide when a sweep ends (a point proposed is not a point finished: its worker may die and its retry
+    must still run)."""
     import optuna
 
     class GridSampler(optuna.samplers.GridSampler):
@@ -276,9 +221,9 @@ def make_pruner(space: Any) -> Any:
     elif kind == "halving":
         opts.setdefault("min_resource", first_val)
         opts.setdefault("reduction_factor", 3)
-    for key in ("n_startup_trials", "n_warmup_steps", "interval_steps", "min_resource", "max_resource"):
-        if key in opts and isinstance(opts[key], float) and opts[key].is_integer():
-            opts[key] = int(opts[key])
+    for key, value in opts.items():  # counts of steps or trials: YAML may spell them 1.0 or 1e3
+        if key != "percentile" and isinstance(value, float) and value.is_integer():
+            opts[key] = int(value)
     return _pruner_class(kind)(**opts)
 
 
@@ -327,6 +272,8 @@ def record_study_attrs(study: Any, space: Any) -> None:
     study.set_user_attr("space_file", space.source)
     study.set_user_attr("objectives", [{"name": o.name, "direction": o.direction} for o in space.objectives])
     study.set_user_attr("archsearch_version", archsearch_version())
+    with _quiet_experimental():  # optuna-dashboard labels the objectives by these instead of "Objective 0"
+        study.set_metric_names([o.name for o in space.objectives])
 
 
 def archsearch_version() -> str:

@@ -104,6 +104,43 @@ def plan_trial(trial: Any, space: SearchSpace, *, placement_seed: int | None = N
     return TrialPlan(values=values, pattern=pattern, model=model, train=train, placement_seed=placement_seed)
 
 
+def trial_config(
+    plan: TrialPlan, space: SearchSpace, *, name: str, runs_dir: str, resume: bool = False
+) -> Any:
+    """The ``TrainConfig`` a trial trains: the space's fixed settings, its ``train:`` keys, then the trial's own.
+
+    The sweep alone decides where the run goes (``name``, ``runs_dir``) and whether it resumes; a space file may not
+    set those keys (the space validation refuses them).
+
+    Raises:
+        ConfigError: a training value that TrainConfig refuses (naming the space file and the trial).
+    """
+    from archsearch.train.config import TrainConfig
+
+    model = plan.model.to_dict()
+    model.pop("vocab_size", None)  # the data decides the vocabulary
+    data: dict[str, Any] = {
+        "pattern": str(plan.pattern),
+        "preset": space.preset,
+        "model": model,
+        "data": space.data,
+        "tasks": space.tasks,
+        "seq_len": space.seq_len,
+        "batch_size": space.batch_size,
+        "max_steps": space.steps,
+        "seed": space.seed,
+    }
+    if space.val_every is not None:
+        data["val_every"] = space.val_every
+    if space.val_batches is not None:
+        data["val_batches"] = space.val_batches
+    data.update(space.train)
+    data.update(plan.train)
+    # a retry of a trial whose worker died (or that was interrupted) continues from that run's last checkpoint
+    data.update(name=name, runs_dir=runs_dir, quiet=True, resume=resume, overwrite=not resume)
+    return TrainConfig.from_dict(data, source=f"{space.source} ({name})")
+
+
 def _allocate(values: dict[str, Any], space: SearchSpace, placement_seed: int | None) -> Any:
     from archsearch.pattern import registry
     from archsearch.pattern.allocate import allocate
@@ -239,22 +276,29 @@ def check_corners(space: SearchSpace) -> None:
         raise ConfigError(
             f"the data cannot be served: {message}", space.source, key, getattr(exc, "hint", None)
         ) from None
+    from archsearch.search.cost_attrs import trial_attrs
+
     seen: set[tuple[str, str]] = set()
     worst: tuple[float, dict[str, Any], Any] | None = None  # (|deviation| from the budget, params, plan)
     for params in corner_params(space):
         trial = optuna.trial.FixedTrial(params)
         try:
             plan = plan_trial(trial, space, placement_seed=space.seed)
+            # the training values too: a learning rate of "fast" or NaN would fail every trial
+            trial_config(plan, space, name="trial-check", runs_dir="runs")
             key = (str(plan.pattern), repr(plan.model.to_dict()))
             if key in seen:
                 continue
             seen.add(key)
+            trial_attrs(plan, space)
             build_model(plan.pattern, plan.model, device="meta")
-        except ArchsearchError as exc:
+        except Exception as exc:  # noqa: BLE001 - any corner that cannot be built is the space's problem
+            if isinstance(exc, ArchsearchError):
+                why = exc.render().splitlines()[0]
+            else:
+                why = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
             raise ConfigError(
-                f"the trial with {_shown(params)} cannot be built: {exc.render().splitlines()[0]}",
-                space.source,
-                "space",
+                f"the trial with {_shown(params)} cannot be built: {why}", space.source, "space"
             ) from None
         if "budget" in plan.values:
             dev = abs(budget_deviation(plan))
@@ -302,4 +346,5 @@ def budget_deviation(plan: TrialPlan) -> float:
 
 
 def _shown(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in params.items()) or "the fixed settings"
+    shown = ", ".join(f"{k}={v}" for k, v in params.items()) or "the fixed settings"
+    return shown if len(shown) <= 200 else shown[:197] + "..."

@@ -1,30 +1,47 @@
-"""Run a sweep: validate the space, create or resume the study, run local workers, summarise the best trials.
+"""Run a sweep: check every input before writing anything, create or resume the study, run local workers, report.
 
 Several machines join one study by running the same command with the same ``--storage`` URL and ``--study-name``;
-``--workers N`` starts N local worker processes (spawned; one GPU each when there are GPUs).
+``--workers N`` starts N local worker processes (spawned; one GPU each when there are GPUs). The result says whether
+the sweep got its ``n_trials`` (``done``) or why it stopped short, with the counts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing as mp
 import os
+import signal
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from archsearch.errors import ConfigError, StudyError
-from archsearch.search.space import SearchSpace, load_space
-from archsearch.search.worker import WorkerJob, quiet_optuna, setup_logging, worker_main
+from archsearch.errors import ArchsearchError, ConfigError, StudyError
+from archsearch.search.accounting import Counts, count
+from archsearch.search.progress import duration, setup_logging
+from archsearch.search.space import SEED_RANGE, SearchSpace, load_space
+from archsearch.search.worker import WorkerJob, quiet_optuna, verdict, worker_main
 
 log = logging.getLogger("archsearch.search")
+
+MAX_WORKERS = 256
+STOP_WAIT_S = 60  # seconds the sweep waits for interrupted workers to record their trials before ending them
 
 
 @dataclass
 class SweepResult:
-    """What a finished sweep reports (also printed by the CLI)."""
+    """What a sweep reports (also printed by the CLI).
+
+    Attributes:
+        counts: trials by Optuna state (COMPLETE, PRUNED, FAIL, RUNNING, WAITING).
+        tally: trials by what happened to them (``archsearch.search.accounting.Counts``).
+        n_trials: the target (the request, capped at the number of distinct settings of a finite space).
+        requested: what was asked for.
+        stop_reason: "done", or why the sweep stopped short.
+    """
 
     study_name: str
     storage_url: str
@@ -33,6 +50,13 @@ class SweepResult:
     counts: dict[str, int]
     best: list[dict[str, Any]] = field(default_factory=list)
     objectives: list[dict[str, str]] = field(default_factory=list)
+    tally: dict[str, int] = field(default_factory=dict)
+    requested: int | None = None
+    stop_reason: str = "done"
+
+    @property
+    def done(self) -> bool:
+        return self.stop_reason == "done"
 
 
 def run_sweep(
@@ -49,56 +73,55 @@ def run_sweep(
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
 ) -> SweepResult:
-    """Run (or resume) a sweep until ``n_trials`` trials are COMPLETE or PRUNED.
+    """Run (or resume) a sweep until ``n_trials`` distinct settings have finished (COMPLETE or PRUNED).
 
     Args:
-        space: a space file (validated in full first) or an already validated ``SearchSpace``.
-        n_trials: trials to finish in total (already finished ones count); default the space's ``n_trials``.
+        space: a space file or a shipped space's name (validated in full first), or a validated ``SearchSpace``.
+        n_trials: settings to finish in total (already finished ones count); default the space's ``n_trials``.
         workers: local worker processes.
         storage: a database URL; default SQLite at ``<runs_dir>/<study>/study.db``.
         study_name: default the space's ``study`` (its file name).
         runs_dir: where ``<study>/`` (storage, trial runs) goes.
         seed: overrides the space's seed (sampler and training).
         data: overrides the space's ``data:`` (the LM corpus: a path or ``hf:<dataset>``); checked before any trial.
-        max_failures: stop after this many FAILED trials in this invocation (default: ``n_trials``).
+        max_failures: stop after this many trials failed on their own in this invocation (default: ``n_trials``).
         heartbeat_interval, grace_period: seconds (default: the space's); a RUNNING trial silent for
             ``grace_period`` is failed and retried.
 
     Returns:
-        The ``SweepResult`` with the best trial (single objective) or the Pareto front.
+        The ``SweepResult``: ``done``, or ``stop_reason`` and the counts when it stopped short.
+
+    Raises:
+        ArchsearchError: a bad input (nothing written).
+        KeyboardInterrupt: Ctrl-C; its message says what finished and how to resume.
     """
-    from archsearch.search.study import create_or_load, default_storage_url, make_storage, record_study_attrs
+    space = _checked_space(space, data=data, seed=seed)
+    n_trials = _positive(n_trials, "--n-trials")
+    max_failures = _positive(max_failures, "--max-failures")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ConfigError(
+            f"expected 1 to {MAX_WORKERS} workers, found {workers}", "command line", "--workers"
+        )
+    interval = _positive(heartbeat_interval, "heartbeat_interval") or space.heartbeat_interval
+    grace = _positive(grace_period, "grace_period") or space.grace_period
+    if grace <= interval:
+        raise ConfigError(
+            f"the grace period ({grace} s) must be longer than the heartbeat interval ({interval} s)",
+            "command line", "grace_period",
+        )  # fmt: skip
+    from archsearch.search.study import check_study_name
 
-    if not isinstance(space, SearchSpace):
-        space = load_space(space, check_build=data is None)
-    if data is not None:
-        from archsearch.search.suggest import check_corners
-
-        space = replace(space, data=data)
-        try:
-            check_corners(space)
-        except ConfigError as exc:  # a corpus that cannot be served is the flag's fault, not the file's
-            if exc.key != "data":
-                raise
-            raise ConfigError(exc.message, "command line", "--data", exc.hint) from None
-    if seed is not None:
-        space = replace(space, seed=seed)
-    if workers < 1:
-        raise ConfigError(f"expected at least 1 worker, found {workers}", "command line", "--workers")
-    n_trials = _trial_count(space, n_trials)
-    if max_failures is None:
-        max_failures = n_trials
-    study_name = study_name or space.study
+    study_name = check_study_name(study_name) if study_name is not None else space.study
     study_dir = Path(runs_dir) / study_name
-    study_dir.mkdir(parents=True, exist_ok=True)
-    url = storage or default_storage_url(study_dir)
+    _check_writable(study_dir)
     setup_logging()
     quiet_optuna()
-    if storage:
-        _write_storage_file(study_dir, storage)
-    study = create_or_load(space, make_storage(url), study_name)
-    record_study_attrs(study, space)
-    _announce(space, study, n_trials, url, workers)
+    study, url = _open_study(space, study_dir, storage, study_name)
+    requested = n_trials or space.n_trials
+    settings = _settings(space)
+    n_trials = _target(settings, requested)
+    max_failures = max_failures or n_trials
+    done_at_start = _announce(space, study, n_trials, url, workers)
 
     job = WorkerJob(
         space=space,
@@ -109,17 +132,125 @@ def run_sweep(
         session_start=datetime.now(),
         max_failures=max_failures,
         n_workers=workers,
-        heartbeat_interval=heartbeat_interval or space.heartbeat_interval,
-        grace_period=grace_period or space.grace_period,
+        heartbeat_interval=interval,
+        grace_period=grace,
         threads=max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None,
+        settings=settings,
+        done_at_start=done_at_start,
     )
     t0 = time.time()
-    if workers == 1:
-        worker_main(job)
-    else:
-        _run_processes(job, workers)
-    log.info("[sweep] finished in %.0fs", time.time() - t0)
-    return summarize(study, space, url, study_dir, n_trials)
+    try:
+        if workers == 1:
+            worker_main(job)
+        else:
+            _run_processes(job, workers)
+    except KeyboardInterrupt:
+        c = count(study.get_trials(deepcopy=False))
+        raise KeyboardInterrupt(
+            f"{c.line(n_trials)}; run the same command to resume (interrupted trials continue from their "
+            "last checkpoints)"
+        ) from None
+    log.info("[sweep] finished in %s", duration(time.time() - t0))
+    result = summarize(study, space, url, study_dir, n_trials)
+    result.requested = requested
+    result.stop_reason = verdict(study.get_trials(deepcopy=False), job) or _stuck(result)
+    return result
+
+
+# ---- checks before anything is written ------------------------------------------------------------------------
+def _checked_space(space: str | Path | SearchSpace, *, data: str | None, seed: int | None) -> SearchSpace:
+    if not isinstance(space, SearchSpace):
+        space = load_space(space, check_build=data is None)
+    if seed is not None:
+        low, high = SEED_RANGE
+        if not low <= seed <= high:
+            raise ConfigError(
+                f"expected a seed from {low} to 2**32 - 1, found {seed}", "command line", "--seed"
+            )
+        space = replace(space, seed=seed)
+    if data is not None:
+        from archsearch.search.suggest import check_corners
+
+        if not data.strip():
+            raise ConfigError(
+                "expected a corpus (default, a path or hf:NAME), found ''", "command line", "--data"
+            )
+        space = replace(space, data=data)
+        try:
+            check_corners(space)
+        except ConfigError as exc:  # a corpus that cannot be served is the flag's fault, not the file's
+            if exc.key != "data":
+                raise
+            raise ConfigError(exc.message, "command line", "--data", exc.hint) from None
+    return space
+
+
+def _positive(value: int | None, flag: str) -> int | None:
+    if value is not None and value < 1:
+        raise ConfigError(f"expected a positive number, found {value}", "command line", flag)
+    return value
+
+
+def _check_writable(study_dir: Path) -> None:
+    """The study directory exists or can be made, and is writable (checked without writing)."""
+    probe = study_dir
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    problem = None
+    if not probe.is_dir():
+        problem = f"{probe} is not a directory"
+    elif not os.access(probe, os.W_OK | os.X_OK):
+        problem = f"{probe} is not writable"
+    if problem:
+        raise ConfigError(f"cannot write the study to {study_dir}: {problem}", "command line", "--runs-dir")
+
+
+def _open_study(space: SearchSpace, study_dir: Path, storage: str | None, name: str) -> tuple[Any, str]:
+    """Open (or create) the study; writes nothing before the storage has opened.
+
+    Raises:
+        ConfigError: a bad storage URL (naming --storage, with hints).
+        StudyError: an empty or corrupt study file; a new study where an old one's trial runs are.
+    """
+    import optuna
+
+    from archsearch.search.liveness import requeue_interrupted
+    from archsearch.search.study import (
+        check_storage_url,
+        create_or_load,
+        default_storage_url,
+        make_storage,
+        record_study_attrs,
+    )
+
+    url = check_storage_url(storage) if storage else default_storage_url(study_dir)
+    backend = make_storage(url)
+    new = name not in optuna.study.get_all_study_names(backend)
+    trials_dir = study_dir / "trials"
+    if new and trials_dir.is_dir() and any(trials_dir.iterdir()):
+        raise StudyError(
+            f"{trials_dir} holds the runs of an earlier study named {name!r}, but the storage has no such study "
+            "(a new one would overwrite them); use another --study-name or --runs-dir, or move them away"
+        )
+    try:
+        study_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create {study_dir}: {exc.strerror or exc}", "command line", "--runs-dir"
+        ) from None
+    if storage:
+        _write_storage_file(study_dir, storage)
+    study = create_or_load(space, backend, name)
+    record_study_attrs(study, space)
+    requeued = requeue_interrupted(study)
+    if requeued:
+        log.info(
+            "[sweep] re-queued interrupted trial(s) %s: they continue from their last checkpoints",
+            ", ".join(map(str, requeued)),
+        )
+    return study, url
 
 
 def _write_storage_file(study_dir: Path, url: str) -> None:
@@ -136,34 +267,33 @@ def _write_storage_file(study_dir: Path, url: str) -> None:
         )
 
 
-def _trial_count(space: SearchSpace, n_trials: int | None) -> int:
-    from archsearch.search.study import grid_size
+def _settings(space: SearchSpace) -> frozenset[str] | None:
+    from archsearch.search.identity import enumerate_settings
 
-    if n_trials is not None and n_trials < 1:
-        raise ConfigError(
-            f"expected a positive number of trials, found {n_trials}", "command line", "--n-trials"
-        )
-    n = n_trials or space.n_trials
-    if space.sampler_name == "grid":
-        size = grid_size(space)
-        if n > size:
-            log.info("[sweep] the grid has %d points: running %d trials, not %d", size, size, n)
-            n = size
-    return n
+    return enumerate_settings(space)
 
 
-def _announce(space: SearchSpace, study: Any, n_trials: int, url: str, workers: int) -> None:
-    from optuna.trial import TrialState
+def _target(settings: frozenset[str] | None, requested: int) -> int:
+    """``requested``, capped at the number of distinct settings of a finite space (said on stderr)."""
+    if settings is not None and len(settings) < requested:
+        log.info(
+            "[sweep] the space has %d distinct settings: running %d trials, not %d",
+            len(settings), len(settings), requested,
+        )  # fmt: skip
+        return max(1, len(settings))
+    return requested
 
-    from archsearch.search.study import _redact
 
-    done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False))
+def _announce(space: SearchSpace, study: Any, n_trials: int, url: str, workers: int) -> int:
+    from archsearch.search.study import redact_url
+
+    c = count(study.get_trials(deepcopy=False))
     objs = ", ".join(f"{o.direction} {o.name}" for o in space.objectives)
     log.info(
-        "[sweep] study %r in %s: %s, sampler %s", study.study_name, _redact(url), objs, space.sampler_name
+        "[sweep] study %r in %s: %s, sampler %s", study.study_name, redact_url(url), objs, space.sampler_name
     )
-    if done:
-        log.info("[sweep] resuming: %d of %d trials already finished", done, n_trials)
+    if c.finished or c.running or c.waiting:
+        log.info("[sweep] resuming: %d of %d trials already finished %s", c.finished, n_trials, c.detail())
     if space.multi_objective and space.pruner["type"] != "none":
         log.warning(
             "[sweep] pruning is disabled: Optuna cannot prune a multi-objective study "
@@ -176,11 +306,14 @@ def _announce(space: SearchSpace, study: Any, n_trials: int, url: str, workers: 
             "[sweep] iso-parameter: the corner trials land %+.2f%% to %+.2f%% from the budget (tolerance %.2f%%)",
             100 * spread[0], 100 * spread[1], 100 * space.budget_tolerance,
         )  # fmt: skip
-    log.info("[sweep] %d trials to finish with %d worker(s)", max(0, n_trials - done), workers)
+    log.info("[sweep] %d trials to finish with %d worker(s)", max(0, n_trials - c.finished), workers)
+    return c.finished
 
 
+# ---- worker processes -----------------------------------------------------------------------------------------
 def _run_processes(job: WorkerJob, workers: int) -> None:
-    """Spawn ``workers`` processes; with GPUs, each sees one (round robin) through CUDA_VISIBLE_DEVICES."""
+    """Spawn ``workers`` processes; with GPUs, each sees one (round robin) through CUDA_VISIBLE_DEVICES. On Ctrl-C,
+    the workers record their trials as interrupted before the sweep ends."""
     ctx = mp.get_context("spawn")
     gpus = _visible_gpus()
     procs = []
@@ -189,11 +322,13 @@ def _run_processes(job: WorkerJob, workers: int) -> None:
         for i in range(workers):
             if gpus:
                 os.environ["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
-            p = ctx.Process(target=worker_main, args=(replace(job, index=i),), name=f"archsearch-worker-{i}")
+            p = ctx.Process(
+                target=_worker_process,
+                args=(replace(job, index=i, parent_pid=os.getpid()),),
+                name=f"archsearch-worker-{i}",
+            )
             p.start()
             procs.append(p)
-            if i == 0:
-                time.sleep(0.5)  # the first worker creates the storage's tables before the others connect
     finally:
         if saved is None:
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)
@@ -203,18 +338,45 @@ def _run_processes(job: WorkerJob, workers: int) -> None:
         for p in procs:
             p.join()
     except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.join(10)
+        _stop(procs)
         raise
     bad = [f"worker {i} (exit {p.exitcode})" for i, p in enumerate(procs) if p.exitcode]
     if bad:
         log.warning(
-            "[sweep] %s ended abnormally; a trial it left RUNNING is failed by heartbeat and retried by a live worker, "
-            "or by the next sweep if none is left",
+            "[sweep] %s ended abnormally; a trial it left RUNNING is failed by heartbeat and retried by a live "
+            "worker, or by the next sweep if none is left",
             ", ".join(bad),
         )
+
+
+def _stop(procs: list[Any]) -> None:
+    """Pass Ctrl-C on to the workers (a terminal sends it to them too; they ignore a second one), wait for them to
+    record their trials, then end those that do not."""
+    for p in procs:
+        if p.is_alive() and p.pid is not None:
+            try:
+                os.kill(p.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+    deadline = time.time() + STOP_WAIT_S
+    for p in procs:
+        p.join(max(0.1, deadline - time.time()))
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+            p.join(10)
+
+
+def _worker_process(job: WorkerJob) -> None:
+    """A spawned worker: exit 130 when interrupted, 2 with one line for a bad input, as the CLI does."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        worker_main(job)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except ArchsearchError as exc:
+        print(f"archsearch: [worker {job.index}] {exc.render()}", file=sys.stderr)
+        sys.exit(exc.exit_code)
 
 
 def _visible_gpus() -> list[str]:
@@ -229,15 +391,24 @@ def _visible_gpus() -> list[str]:
         return []
 
 
+# ---- results ------------------------------------------------------------------------------------------------------
+def _stuck(result: SweepResult) -> str:
+    running = result.tally.get("running", 0)
+    if running:
+        return (
+            f"the workers ended with {running} trial(s) still RUNNING (a worker died?); run the same command to "
+            "resume: they are failed after the grace period and retried"
+        )
+    return "the workers ended before the study had its trials (see the log above)"
+
+
 def summarize(study: Any, space: SearchSpace, url: str, study_dir: Path, n_trials: int) -> SweepResult:
-    """Counts by state and the best trial(s): the best one, or the Pareto front with several objectives."""
+    """Counts and the best trial(s): the best one, or the Pareto front with several objectives."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
     counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
-    best = study.best_trials if any(t.state == TrialState.COMPLETE for t in trials) else []
-    if not space.multi_objective and best:
-        best = [study.best_trial]
+    best = best_trials(study, space)
     rows = []
     for t in sorted(best, key=lambda t: t.number):
         rows.append(
@@ -247,23 +418,38 @@ def summarize(study: Any, space: SearchSpace, url: str, study_dir: Path, n_trial
                 "searched": dict(t.params),
                 **{
                     k: t.user_attrs.get(k)
-                    for k in ("pattern", "params", "kv_bytes_per_token", "decode_ms_est", "run_dir")
+                    for k in ("pattern", "arch", "params", "kv_bytes_per_token", "decode_ms_est", "run_dir")
                 },
             }
         )
     objs = [{"name": o.name, "direction": o.direction} for o in space.objectives]
-    return SweepResult(study.study_name, url, study_dir, n_trials, counts, rows, objs)
+    tally = dataclasses.asdict(count(trials))
+    return SweepResult(study.study_name, url, study_dir, n_trials, counts, rows, objs, tally)
+
+
+def best_trials(study: Any, space: SearchSpace) -> list[Any]:
+    """The best trial, or the Pareto front with several objectives, among the trials that trained (a reused twin
+    repeats its original's values and would only repeat it on the front)."""
+    from optuna.trial import TrialState
+
+    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        return []
+    if space.multi_objective:
+        return [t for t in study.best_trials if "duplicate_of" not in t.user_attrs]
+    best = study.best_trial
+    if "duplicate_of" in best.user_attrs:  # an identical value: show the trial that trained it
+        best = next(
+            t for t in study.get_trials(deepcopy=False) if t.number == best.user_attrs["duplicate_of"]
+        )
+    return [best]
 
 
 def format_result(result: SweepResult) -> str:
     """The text the CLI prints to stdout."""
-    from archsearch.search.study import _redact
+    from archsearch.search.study import redact_url
 
-    c = result.counts
-    lines = [
-        f"study {result.study_name} ({_redact(result.storage_url)}): {c.get('COMPLETE', 0)} complete, "
-        f"{c.get('PRUNED', 0)} pruned, {c.get('FAIL', 0)} failed",
-    ]
+    c = Counts(**result.tally) if result.tally else count([])
+    lines = [f"study {result.study_name} ({redact_url(result.storage_url)}): {c.line(result.n_trials)}"]
     if not result.best:
         lines.append("no trial completed")
         return "\n".join(lines)

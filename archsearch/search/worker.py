@@ -1,12 +1,17 @@
-"""One sweep worker: ask a trial, plan it, train it in-process, tell the result; until the study has its trials.
+"""One sweep worker: Optuna's ``study.optimize`` asks trials, the objective plans and trains each, until the study
+has ``n_trials`` distinct settings finished (see :mod:`archsearch.search.accounting` for what counts).
 
-Counting rule: ``n_trials`` counts trials that ended COMPLETE or PRUNED (a diverged run is recorded as PRUNED with
-its reason). FAILED trials do not count: a trial that raised (out of memory, a bug, a bad corner) is recorded with
-its ``status_reason`` and stops the sweep after ``max_failures`` such failures in this invocation; a trial whose
-worker died is failed by the heartbeat check and retried (same parameters) by another worker. Workers coordinate
-through the storage only: before running, a worker checks that fewer than ``n_trials`` trials are finished or
-running ahead of its own trial; a trial beyond that (two workers asking at once for the last slot) is told FAIL
-with reason "surplus" without training, so the study ends with exactly ``n_trials`` finished trials.
+Workers coordinate through the storage only:
+
+- before asking, a worker waits while the trials finished or running elsewhere already fill ``n_trials`` (one may
+  still fail and free a slot), saying what it waits for;
+- a trial beyond that (two workers asked at once for the last slot) ends FAIL "surplus" without training;
+- each trial publishes its ``setting`` (:mod:`archsearch.search.identity`) before it decides to train: a setting
+  that finished already is reused (``duplicate_of``, not counted); one that an earlier trial is training is waited
+  for and then reused; one queued as a retry is left to that retry ("duplicate", not trained). "Earlier" orders
+  trials by the number of the trial they retry, then their own, so exactly one trial trains each setting;
+- a trial whose worker died is failed by the heartbeat check (:mod:`archsearch.search.liveness`) and retried in
+  the same run directory, resuming its last checkpoint.
 """
 
 from __future__ import annotations
@@ -14,28 +19,57 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import socket
-import sys
+import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from archsearch.errors import ArchsearchError
-from archsearch.search.objectives import flat_metrics, format_values, objective_values, prune_metric
+from archsearch.search.accounting import (  # noqa: F401 - SURPLUS is imported from here by tests
+    SURPLUS,
+    count,
+    failures_since,
+    interrupted_reason,
+    kind,
+    lost_reason,
+)
+from archsearch.search.liveness import quiet_experimental
+from archsearch.search.objectives import flat_metrics, objective_values, prune_metric
+from archsearch.search.progress import progress_line, setup_logging, trial_head
 from archsearch.search.space import SearchSpace
 
 log = logging.getLogger("archsearch.search")
 
-SURPLUS = "surplus: the study already had n_trials trials finished or running; not trained"
-POLL_S = 1.0  # while other workers finish the last trials
+POLL_S = 1.0  # between looks at the storage while waiting for other workers' trials
+REMIND_S = 60.0  # a wait that goes on is announced again this often
+DUPLICATE_STREAK = (
+    50  # settings proposed in a row that had run already: the sampler is stuck, the space used up
+)
+
+
+class TrialFailed(Exception):
+    """Ends a trial as FAIL with ``reason`` (``study.optimize`` catches it; the reason is the trial's
+    ``status_reason``)."""
+
+
+class TakenOver(Exception):
+    """This worker's trial was ended by someone else (the heartbeat check judged it dead) while it ran."""
 
 
 @dataclass
 class WorkerJob:
-    """Everything a (spawned) worker needs; picklable."""
+    """Everything a (spawned) worker needs; picklable.
+
+    Attributes:
+        settings: every distinct setting of a finite space (None: unknown or infinite), to stop when all have run.
+        done_at_start: trials counted toward ``n_trials`` when the sweep started (for the ETA).
+        parent_pid: the sweep process a spawned worker watches (it stops its trial and exits when that ends).
+    """
 
     space: SearchSpace
     storage_url: str
@@ -49,198 +83,366 @@ class WorkerJob:
     heartbeat_interval: int = 5
     grace_period: int = 20
     threads: int | None = None
+    settings: frozenset[str] | None = None
+    done_at_start: int = 0
+    parent_pid: int | None = None
+    tag: str = field(default="")
 
 
 def worker_main(job: WorkerJob) -> int:
-    """Entry point of a worker process (also called in-process for one worker). Returns the trials it finished."""
-    import optuna
+    """Run trials until the study has its ``n_trials`` (also called in-process for one worker).
 
-    from archsearch.search.study import make_pruner, make_sampler, make_storage
+    Returns:
+        The number of settings this worker trained to COMPLETE or PRUNED.
 
+    Raises:
+        KeyboardInterrupt: Ctrl-C (or the sweep process ended): the running trial was recorded "interrupted".
+    """
     setup_logging()
     quiet_optuna()
     if job.threads:
         import torch
 
         torch.set_num_threads(job.threads)
-    storage = make_storage(
-        job.storage_url, heartbeat_interval=job.heartbeat_interval, grace_period=job.grace_period
-    )
-    study = optuna.load_study(
-        study_name=job.study_name,
-        storage=storage,
-        sampler=make_sampler(job.space, seed=job.space.seed + job.index),
-        pruner=make_pruner(job.space),
-    )
-    done_here = 0
-    while True:
-        optuna.storages.fail_stale_trials(study)
-        tally = Tally.of(study, job.session_start)
-        if tally.done >= job.n_trials:
-            break
-        if tally.failures >= job.max_failures:
-            log.warning(
-                "%s stopping: %d trials failed in this sweep (--max-failures %d)",
-                _tag(job),
-                tally.failures,
-                job.max_failures,
-            )
-            break
-        if _grid_exhausted(study, job.space):
-            log.warning("%s stopping: every point of the grid has been tried", _tag(job))
-            break
-        if tally.done + tally.running >= job.n_trials:
-            time.sleep(POLL_S)  # the last trials are running elsewhere; one may still fail and free a slot
-            continue
-        trial = study.ask()
-        with optuna.storages._heartbeat.get_heartbeat_thread(trial._trial_id, study._storage):
-            if _ahead_of(study, trial.number) >= job.n_trials:
-                trial.set_user_attr("status_reason", SURPLUS)
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                continue
-            state = run_trial(study, trial, job)
-        done_here += state in ("COMPLETE", "PRUNED")
-    return done_here
-
-
-@dataclass
-class Tally:
-    done: int
-    running: int
-    failures: int
-
-    @classmethod
-    def of(cls, study: Any, since: datetime) -> Tally:
-        from optuna.trial import TrialState
-
-        trials = study.get_trials(deepcopy=False)
-        done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-        running = sum(t.state == TrialState.RUNNING for t in trials)
-        failures = sum(
-            t.state == TrialState.FAIL
-            and t.user_attrs.get("status_reason") not in (None, SURPLUS)
-            and t.datetime_complete is not None
-            and t.datetime_complete >= since
-            for t in trials
-        )
-        return cls(done, running, failures)
-
-
-def _ahead_of(study: Any, number: int) -> int:
-    """Trials finished or running with a lower number than ``number`` (the slots taken before this trial)."""
-    from optuna.trial import TrialState
-
-    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    return sum(t.number < number and t.state in states for t in study.get_trials(deepcopy=False))
-
-
-def _grid_exhausted(study: Any, space: SearchSpace) -> bool:
-    if space.sampler_name != "grid":
-        return False
-    from archsearch.search.study import grid_size
-
-    finished = {
-        t.system_attrs.get("grid_id") for t in study.get_trials(deepcopy=False) if t.state.is_finished()
-    }
-    finished.discard(None)
-    return len(finished) >= grid_size(space)
-
-
-def run_trial(study: Any, trial: Any, job: WorkerJob) -> str:
-    """Plan, train and tell one trial; never raises for a trial's own failure. Returns the final state's name."""
-    import optuna
-    from optuna.trial import TrialState
-
-    from archsearch.search.cost_attrs import trial_attrs
-    from archsearch.search.suggest import plan_trial
-
-    space = job.space
-    t0 = time.time()
-    reporter = None
-    state, values, reason = TrialState.FAIL, None, None
-    # who to look at when the trial goes silent (host:pid)
-    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    previous = signal.getsignal(signal.SIGINT) if _main_thread() else None
+    if previous is not None:
+        signal.signal(signal.SIGINT, _first_interrupt)
+    worker = Worker(job)
     try:
-        # a retry keeps its original trial's placement (a random spread would otherwise differ from the
-        # checkpoint it resumes)
-        plan = plan_trial(trial, space, placement_seed=space.seed + _original_number(trial))
-        attrs = trial_attrs(plan, space)
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        twin = _finished_twin(study, trial, attrs.get("pattern"))
-        if twin is not None:  # samplers re-propose settings; training is deterministic, so reuse the result
-            values, state = _reuse_twin(trial, twin), TrialState.COMPLETE
-        else:
-            cfg, run_dir = _train_config(plan, space, trial, job)
-            trial.set_user_attr("run_dir", str(run_dir))
-            metric = prune_metric(space)
-            reporter = _reporter(trial, space, metric)
-            summary = _train(cfg, reporter)
-            metrics = flat_metrics(summary)
-            trial.set_user_attr("metrics", metrics)
-            _record_summary(trial, summary, attrs)
-            status = summary.get("status", "ok")
-            if status == "ok":
-                values = objective_values(space, metrics, {**attrs, **_summary_costs(summary)})
-                state = TrialState.COMPLETE
-            elif status in ("diverged", "pruned"):
-                state, reason = TrialState.PRUNED, f"{status}: {summary.get('reason') or 'no reason given'}"
-            else:
-                reason = f"{status}: {summary.get('reason') or 'no reason given'}"
-    except optuna.TrialPruned as exc:
-        state, reason = TrialState.PRUNED, str(exc) or "pruned"
-    except ArchsearchError as exc:
-        reason = exc.render().splitlines()[0]
-    except (KeyError, ValueError) as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-        log.debug("%s", traceback.format_exc())
-    except Exception as exc:  # a trial's crash must not end the sweep
-        reason = _describe_crash(exc)
-        log.warning("%s trial %d raised:\n%s", _tag(job), trial.number, traceback.format_exc())
-    if reporter is not None and reporter.curve:
-        trial.set_user_attr("curve", {str(k): v for k, v in sorted(reporter.curve.items())})
-    if reason:
-        trial.set_user_attr("status_reason", reason)
-    try:
-        study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
-    except Exception as exc:  # e.g. the heartbeat check already failed this trial
-        log.warning("%s could not record trial %d: %s", _tag(job), trial.number, exc)
-        return "FAIL"
-    tally = Tally.of(study, job.session_start)
-    log.info(
-        "%s trial %d %s in %.0fs: %s %s | %d/%d done",
-        _tag(job), trial.number, state.name, time.time() - t0, format_values(space, values) if values else (reason or ""),
-        trial.user_attrs.get("pattern", "")
-        + (f" (reused trial {trial.user_attrs['duplicate_of']})" if "duplicate_of" in trial.user_attrs else ""),
-        tally.done, job.n_trials,
-    )  # fmt: skip
-    return state.name
+        if job.parent_pid is not None:
+            _watch_parent(job.parent_pid, worker)
+        return worker.run()
+    finally:
+        worker.close()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
-def _finished_twin(study: Any, trial: Any, pattern: str | None) -> Any:
-    """A COMPLETE trial with this trial's parameters and pattern (its training would be identical), or None.
-
-    A retried trial never has a twin: it resumes its own run.
-    """
-    from optuna.trial import TrialState
-
-    if pattern is None or _retried_number(trial) is not None:
+def verdict(trials: list[Any], job: WorkerJob, *, duplicate_streak: int = 0) -> str | None:
+    """Why the sweep must stop now (None: it goes on). Shared by the workers and the sweep's final report."""
+    c = count(trials)
+    if c.finished >= job.n_trials:
+        return "done"
+    failed = failures_since(trials, job.session_start)
+    if failed >= job.max_failures:
+        return f"--max-failures reached: {failed} trials failed in this sweep"
+    if c.running or c.waiting:
         return None
-    for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if other.params == trial.params and other.user_attrs.get("pattern") == pattern:
-            return other
+    if job.settings is not None:
+        tried = {t.user_attrs.get("setting") for t in trials if kind(t) in ("complete", "pruned", "reused")}
+        if job.settings <= tried:
+            return f"the space has only {len(job.settings)} distinct settings and every one has run"
+    if duplicate_streak >= DUPLICATE_STREAK:
+        return f"the sampler proposed {duplicate_streak} settings in a row that had run already (the space looks used up)"
     return None
 
 
-def _reuse_twin(trial: Any, twin: Any) -> list[float]:
-    """Copy a finished twin's results onto ``trial`` (marked ``duplicate_of``); returns its objective values."""
+class Worker:
+    """The state of one worker: its study, storage, beater and the trial it runs."""
+
+    def __init__(self, job: WorkerJob):
+        import optuna
+
+        from archsearch.search.liveness import Beater, Watch
+        from archsearch.search.study import make_pruner, make_sampler, make_storage
+
+        self.job = job
+        self.tag = job.tag or (f"[worker {job.index}]" if job.n_workers > 1 else "[sweep]")
+        self.storage = make_storage(
+            job.storage_url, heartbeat_interval=job.heartbeat_interval, grace_period=job.grace_period
+        )
+        self.study = optuna.load_study(
+            study_name=job.study_name,
+            storage=self.storage,
+            sampler=make_sampler(job.space),
+            pruner=make_pruner(job.space),
+        )
+        self.study_id = self.storage.get_study_id_from_name(job.study_name)
+        self.watch = Watch(self.storage, self.study_id)
+        self.beater = Beater(job.storage_url, job.heartbeat_interval)
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.current: int | None = None
+        self.stop_reason: str | None = None
+        self.interrupt_reason = "Ctrl-C"
+        self.trained = 0
+        self.duplicate_streak = 0
+        self._started = time.time()
+
+    def close(self) -> None:
+        self.beater.close()
+
+    # ---- the loop ---------------------------------------------------------------------------------------------
+    def run(self) -> int:
+        import optuna
+
+        while self.stop_reason is None:
+            self.stop_reason = self.wait_for_slot()
+            if self.stop_reason is not None:
+                break
+            try:
+                self.study.optimize(self.objective, callbacks=[self._after_trial], catch=(TrialFailed,))
+            except (optuna.exceptions.UpdateFinishedTrialError, ValueError, TakenOver) as exc:
+                if not self._taken_over():
+                    raise
+                log.warning(
+                    "%s trial %d was failed by the heartbeat check while this worker still ran it (%s); its retry "
+                    "trains it from the last checkpoint",
+                    self.tag, self.current, type(exc).__name__,
+                )  # fmt: skip
+        if self.stop_reason not in (None, "done"):
+            log.warning("%s stopping: %s", self.tag, self.stop_reason)
+        return self.trained
+
+    def _after_trial(self, study: Any, frozen: Any) -> None:
+        head = trial_head(self.tag, frozen, self.job.space, time.time() - self._started)
+        log.info(
+            "%s",
+            progress_line(
+                study, self.job.space, self.job.n_trials, self.job.session_start, self.job.done_at_start, head
+            ),
+        )
+        self.stop_reason = self.wait_for_slot()
+        if self.stop_reason is not None:
+            study.stop()
+
+    def wait_for_slot(self) -> str | None:
+        """Return None when this worker may ask a trial; else why the sweep ends. Says what it waits for."""
+        import optuna
+
+        shown, since = "", 0.0
+        while True:
+            with quiet_experimental():
+                optuna.storages.fail_stale_trials(self.study)
+            trials = self.study.get_trials(deepcopy=False)
+            self.watch.mark_orphans(trials)
+            stop = verdict(trials, self.job, duplicate_streak=self.duplicate_streak)
+            if stop is not None:
+                return stop
+            c = count(trials)
+            if c.waiting:
+                return None  # a retry is queued: ask() takes it
+            busy = [t for t in trials if _holds_slot(t) and t.state.name == "RUNNING"]
+            if c.finished + len(busy) < self.job.n_trials:
+                return None
+            text = _waiting_text(busy)
+            if text != shown or time.time() - since > REMIND_S:
+                log.info("%s %s", self.tag, text)
+                shown, since = text, time.time()
+            time.sleep(POLL_S)
+
+    def _taken_over(self) -> bool:
+        if self.current is None:
+            return False
+        trial = self._frozen(self.current)
+        return trial is not None and trial.state.is_finished()
+
+    def _frozen(self, number: int) -> Any:
+        try:
+            tid = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+            return self.storage.get_trial(tid)
+        except KeyError:
+            return None
+
+    # ---- one trial --------------------------------------------------------------------------------------------
+    def objective(self, trial: Any) -> Any:
+        """Plan, settle duplicates, train and return the objective values (or raise TrialPruned / TrialFailed)."""
+        import optuna
+
+        self.current = trial.number
+        self._started = time.time()
+        tid = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
+        self.beater.beat_for(tid)
+        try:
+            # a sign of life first, and the reason the trial keeps if this worker dies from here on
+            self.storage.record_heartbeat(tid)
+            trial.set_user_attr("worker", self.name)
+            trial.set_user_attr("status_reason", lost_reason(self.name, self.job.grace_period))
+            root = self.storage.get_trial(tid).system_attrs.get("failed_trial")
+            return self._run(trial, root)
+        except TrialFailed as exc:
+            trial.set_user_attr("status_reason", str(exc))
+            raise
+        except KeyboardInterrupt:
+            if _main_thread():
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+            reason = interrupted_reason(self.interrupt_reason)
+            log.warning("%s trial %d interrupted (%s)", self.tag, trial.number, self.interrupt_reason)
+            try:
+                trial.set_user_attr("status_reason", reason)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass
+            raise
+        except optuna.exceptions.UpdateFinishedTrialError as exc:
+            raise TakenOver(str(exc)) from None
+        finally:
+            self.beater.beat_for(None)
+
+    def _run(self, trial: Any, root: int | None) -> Any:
+        from archsearch.search.cost_attrs import trial_attrs
+        from archsearch.search.identity import identify
+        from archsearch.search.suggest import plan_trial, trial_config
+
+        job, space = self.job, self.job.space
+        if self._slots_before(trial.number) >= job.n_trials:
+            raise TrialFailed(SURPLUS)
+        number = root if root is not None else trial.number
+        name = f"trial-{number:04d}"
+        try:
+            # a retry keeps its original trial's placement seed, run directory and checkpoint
+            plan = plan_trial(trial, space, placement_seed=space.seed + number)
+            cfg = trial_config(
+                plan, space, name=name, runs_dir=str(Path(job.runs_dir) / job.study_name / "trials"),
+                resume=root is not None,
+            )  # fmt: skip
+            attrs = trial_attrs(plan, space)
+            ident = identify(plan, cfg, space)
+        except ArchsearchError as exc:
+            raise TrialFailed(exc.render().splitlines()[0]) from None
+        for key, value in {**attrs, **ident.attrs()}.items():
+            trial.set_user_attr(key, value)
+        twin = self._settle(trial, ident.setting, (number, trial.number))
+        if twin is not None:
+            self.duplicate_streak += 1
+            return _reuse(trial, twin)
+        self.duplicate_streak = 0
+        if (
+            self._slots_before(trial.number) >= job.n_trials
+        ):  # slots filled while this trial waited for a twin
+            raise TrialFailed(SURPLUS)
+        return self._train(trial, cfg, attrs)
+
+    def _slots_before(self, number: int) -> int:
+        """Trials numbered below ``number`` that hold one of the ``n_trials`` slots."""
+        return sum(t.number < number and _holds_slot(t) for t in self.study.get_trials(deepcopy=False))
+
+    def _settle(self, trial: Any, setting: str, prio: tuple[int, int]) -> Any:
+        """The finished trial to reuse (after waiting for an earlier trial training ``setting``), or None to train.
+
+        Raises:
+            TrialFailed: "duplicate" when the setting is queued as a retry, which trains it from its checkpoint.
+        """
+        import optuna
+
+        waiting = None
+        while True:
+            trials = self.study.get_trials(deepcopy=False)
+            same = [t for t in trials if t.number != trial.number and t.user_attrs.get("setting") == setting]
+            done = [t for t in same if kind(t) in ("complete", "pruned")]
+            if done:
+                return min(done, key=lambda t: t.number)
+            ahead = [t for t in same if t.state.name in ("RUNNING", "WAITING") and _prio(t) < prio]
+            ahead = [t for t in ahead if not t.user_attrs.get("waiting_for")]
+            running = [t for t in ahead if t.state.name == "RUNNING"]
+            if ahead and not running:
+                raise TrialFailed(
+                    f"duplicate: setting {setting} is queued as trial {ahead[0].number} (a retry), which trains it"
+                )
+            # an earlier trial that has not published its setting yet may be about to train this one
+            unknown = [
+                t
+                for t in trials
+                if t.state.name == "RUNNING" and "setting" not in t.user_attrs and _prio(t) < prio
+            ]
+            if not running and not unknown:
+                if waiting is not None:
+                    trial.set_user_attr("waiting_for", None)
+                return None
+            if running and waiting != running[0].number:
+                waiting = running[0].number
+                trial.set_user_attr("waiting_for", waiting)
+                log.info(
+                    "%s trial %d waits for trial %d, which trains the same setting (%s), to reuse its result",
+                    self.tag, trial.number, waiting, setting,
+                )  # fmt: skip
+            time.sleep(POLL_S if running else 0.2)
+            with quiet_experimental():
+                optuna.storages.fail_stale_trials(self.study)
+            self.watch.mark_orphans(trials)
+
+    def _train(self, trial: Any, cfg: Any, attrs: dict[str, Any]) -> Any:
+        import optuna
+
+        space = self.job.space
+        trial.set_user_attr("run_dir", str(cfg.run_dir()))
+        reporter = _reporter(trial, space, prune_metric(space))
+        try:
+            summary = _train_run(cfg, reporter)
+        except optuna.TrialPruned as exc:
+            trial.set_user_attr("status_reason", str(exc) or "pruned")
+            self.trained += 1
+            raise
+        except (KeyboardInterrupt, optuna.exceptions.UpdateFinishedTrialError):
+            raise
+        except ArchsearchError as exc:
+            raise TrialFailed(exc.render().splitlines()[0]) from None
+        except Exception as exc:  # a trial's crash must not end the sweep
+            log.warning("%s trial %d raised:\n%s", self.tag, trial.number, traceback.format_exc())
+            raise TrialFailed(_describe_crash(exc)) from None
+        finally:
+            if reporter.curve:
+                trial.set_user_attr("curve", {str(k): v for k, v in sorted(reporter.curve.items())})
+        metrics = flat_metrics(summary)
+        trial.set_user_attr("metrics", metrics)
+        _record_summary(trial, summary, attrs)
+        status = summary.get("status", "ok")
+        reason = f"{status}: {summary.get('reason') or 'no reason given'}"
+        if status in ("diverged", "pruned"):
+            trial.set_user_attr("status_reason", reason)
+            self.trained += 1
+            raise optuna.TrialPruned(reason)
+        if status != "ok":
+            raise TrialFailed(reason)
+        try:
+            values = objective_values(space, metrics, {**attrs, **_summary_costs(summary)})
+        except (KeyError, ValueError) as exc:
+            raise TrialFailed(f"{type(exc).__name__}: {exc}") from None
+        trial.set_user_attr("status_reason", None)
+        self.trained += 1
+        return values
+
+
+# ---- helpers ------------------------------------------------------------------------------------------------------
+def _holds_slot(t: Any) -> bool:
+    """Finished and counted, running (and not just waiting for a twin), or queued as a retry."""
+    k = kind(t)
+    if k == "running":
+        return not t.user_attrs.get("waiting_for")
+    return k in ("complete", "pruned", "waiting")
+
+
+def _prio(t: Any) -> tuple[int, int]:
+    """Which of two trials of one setting trains it: the one whose original trial came first (a retry resumes the
+    original's checkpoint), then the lower number."""
+    return (t.system_attrs.get("failed_trial", t.number), t.number)
+
+
+def _waiting_text(busy: list[Any]) -> str:
+    shown = ", ".join(f"{t.number} ({t.user_attrs.get('worker', 'starting')})" for t in busy[:6])
+    more = f" and {len(busy) - 6} more" if len(busy) > 6 else ""
+    return (
+        f"waiting: the remaining slots are taken by running trial(s) {shown}{more}; a trial that fails frees its "
+        "slot, one whose worker died is failed after the grace period and retried"
+    )
+
+
+def _reuse(trial: Any, twin: Any) -> Any:
+    """Copy a finished twin's results onto ``trial`` (marked ``duplicate_of``); returns its values, or raises
+    TrialPruned for a pruned twin."""
+    import optuna
+
     for key in ("run_dir", "metrics", "tokens_per_s", "curve"):
         if key in twin.user_attrs:
             trial.set_user_attr(key, twin.user_attrs[key])
     trial.set_user_attr("duplicate_of", twin.number)
-    if len(twin.values) == 1:  # Optuna takes reports only in single-objective studies
+    trial.set_user_attr("waiting_for", None)
+    if len(trial.study.directions) == 1:  # Optuna takes reports only in single-objective studies
         for step, value in sorted(twin.intermediate_values.items()):
             trial.report(value, step)
+    if twin.state.name == "PRUNED":
+        reason = f"reused trial {twin.number}: {twin.user_attrs.get('status_reason') or 'pruned'}"
+        trial.set_user_attr("status_reason", reason)
+        raise optuna.TrialPruned(reason)
+    trial.set_user_attr("status_reason", None)
     return list(twin.values)
 
 
@@ -252,57 +454,9 @@ def _reporter(trial: Any, space: SearchSpace, metric: str | None) -> Any:
     return TrialReporter(trial, metric, report=metric is not None, extra=extra)
 
 
-def _train_config(plan: Any, space: SearchSpace, trial: Any, job: WorkerJob) -> tuple[Any, Path]:
-    from archsearch.train.config import TrainConfig
+def _train_run(cfg: Any, reporter: Any) -> dict[str, Any]:
+    from archsearch.train.run import train
 
-    retried = _retried_number(trial)
-    name = f"trial-{_original_number(trial):04d}"
-    runs_dir = Path(job.runs_dir) / job.study_name / "trials"
-    model = plan.model.to_dict()
-    model.pop("vocab_size", None)  # the data decides the vocabulary
-    data: dict[str, Any] = {
-        "pattern": str(plan.pattern),
-        "preset": space.preset,
-        "model": model,
-        "data": space.data,
-        "tasks": space.tasks,
-        "seq_len": space.seq_len,
-        "batch_size": space.batch_size,
-        "max_steps": space.steps,
-        "seed": space.seed,
-        "name": name,
-        "runs_dir": str(runs_dir),
-        "quiet": True,
-        # a retry of a trial whose worker died continues from that run's last checkpoint
-        "resume": retried is not None,
-        "overwrite": retried is None,
-    }
-    if space.val_every is not None:
-        data["val_every"] = space.val_every
-    if space.val_batches is not None:
-        data["val_batches"] = space.val_batches
-    data.update(space.train)
-    data.update(plan.train)
-    cfg = TrainConfig.from_dict(data, source=f"{space.source} (trial {trial.number})")
-    return cfg, runs_dir / name
-
-
-def _retried_number(trial: Any) -> int | None:
-    """The number of the trial whose dead worker this trial retries (None for a fresh trial)."""
-    # a live Trial has no system_attrs in Optuna 5; the stored (frozen) trial has them
-    return trial.study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")
-
-
-def _original_number(trial: Any) -> int:
-    retried = _retried_number(trial)
-    return retried if retried is not None else trial.number
-
-
-def _train(cfg: Any, reporter: Any) -> dict[str, Any]:
-    try:
-        from archsearch.train import train
-    except ImportError:
-        from archsearch.train.run import train
     return train(cfg, callbacks=(reporter,))
 
 
@@ -327,42 +481,33 @@ def _describe_crash(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:300]}"
 
 
-def _tag(job: WorkerJob) -> str:
-    return f"[worker {job.index}]" if job.n_workers > 1 else "[sweep]"
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever sys.stderr is now (not the one at setup), so redirections and pytest's capture work."""
-
-    @property
-    def stream(self):  # type: ignore[override]
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value):  # logging.StreamHandler.__init__ assigns it
-        pass
+def _first_interrupt(signum: int, frame: Any) -> None:
+    """The first Ctrl-C interrupts the trial; later ones are ignored while it is recorded and the worker exits."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
-def setup_logging() -> None:
-    """Progress lines on stderr (once per process)."""
-    logger = logging.getLogger("archsearch.search")
-    if not logger.handlers:
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+def _watch_parent(parent_pid: int, worker: Worker) -> None:
+    """A spawned worker interrupts itself when the sweep process that started it is gone (killed, crashed)."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        worker.interrupt_reason = f"the sweep process {parent_pid} ended"
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=watch, name="archsearch-parent-watch", daemon=True).start()
 
 
 def quiet_optuna() -> None:
-    """Optuna's per-trial INFO lines and its warnings about the heartbeat API used with ask/tell (what the
-    workers do on purpose, to count trials across workers) would drown the sweep's own progress lines."""
+    """Optuna's own per-trial log lines (the progress line says more) and its experimental-API warnings."""
     import warnings
 
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings(
-        "ignore", message="Heartbeat of storage is supposed to be used with Study.optimize"
-    )

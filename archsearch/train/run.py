@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import json
 import logging
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -146,8 +149,11 @@ class _Run:
             if why is not None:
                 raise BackendError(f"cuda_graphs is on, but this run cannot be graphed: {why}")
         if _rank_zero():
-            run_dir.mkdir(parents=True, exist_ok=True)
-            self._write_config(run_dir, model_cfg)
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                self._write_config(run_dir, model_cfg)
+            except OSError as exc:
+                raise _write_error(exc, run_dir) from None
         if not cfg.quiet:
             print(
                 f"archsearch train: {self.pattern_text} ({self.params:,} params) -> {run_dir}",
@@ -176,6 +182,10 @@ class _Run:
         )
         if self.saver is not None:
             own.append(self.saver)
+        if not cfg.quiet and _rank_zero():
+            from archsearch.train.progress import StepProgress
+
+            own.append(StepProgress(cfg.max_steps, cfg.log_every, tokens_per_step))
         trainer = make_trainer(
             cfg, model=model, run_dir=run_dir, precision=precision, callbacks=[*own, *self.extra_callbacks]
         )
@@ -246,14 +256,19 @@ class _Run:
         status, reason = "ok", None
         restore_autotuning()  # the model's kernels are imported by now; its first step need not time them again
         try:
-            trainer.fit(module, datamodule=self.datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
-            last_val_step = module.val_history[-1][0] if module.val_history else -1
-            if trainer.global_step > 0 and last_val_step != trainer.global_step:
-                trainer.validate(module, datamodule=self.datamodule, verbose=False)
-            if self.saver is not None and trainer.global_step > 0:
-                self.saver.save(trainer)
+            with _interruptible():
+                trainer.fit(
+                    module, datamodule=self.datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None
+                )
+                last_val_step = module.val_history[-1][0] if module.val_history else -1
+                if trainer.global_step > 0 and last_val_step != trainer.global_step:
+                    trainer.validate(module, datamodule=self.datamodule, verbose=False)
+                if self.saver is not None and trainer.global_step > 0:
+                    self.saver.save(trainer)
         except Diverged as exc:
             status, reason = "diverged", exc.reason
+        except (_Interrupted, KeyboardInterrupt):
+            raise KeyboardInterrupt(self._interrupted()) from None
         except BaseException as exc:
             if _is_pruned(exc):
                 self._finish("pruned", str(exc) or "pruned by the sweep")
@@ -262,18 +277,42 @@ class _Run:
                 return self._finish(
                     "failed", f"out of memory: {str(exc).splitlines()[0] if str(exc) else ''}"
                 )
+            full = _disk_full(exc)
+            if full:
+                error = StudyError(f"no space left on the device writing {self.run_dir}: {full}")
+                self._finish("failed", str(error))
+                raise error from None
             self._finish("failed", f"{type(exc).__name__}: {exc}")
             raise
         return self._finish(status, reason)
+
+    def _interrupted(self) -> str:
+        """Record the interrupt in summary.json (the last checkpoint stays) and say how to continue."""
+        step = int(self.trainer.global_step)
+        saved = (
+            _checkpoint_step(self.saver.path) if self.saver is not None and self.saver.path.exists() else None
+        )
+        kept = (
+            f"its last checkpoint (step {saved}) is kept: rerun with --resume to continue"
+            if saved is not None
+            else "no checkpoint was written yet"
+        )
+        self._finish("interrupted", f"interrupted (Ctrl-C) at step {step}; {kept}")
+        return f"run {self.run_dir} stopped at step {step}; {kept}"
 
     def _finish(self, status: str, reason: str | None) -> dict[str, Any]:
         summary = self._summary(status, reason)
         if _rank_zero():
             keep_autotuning()
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.run_dir / ".summary.json.tmp"
-            tmp.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
-            os.replace(tmp, self.run_dir / "summary.json")
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                tmp = self.run_dir / ".summary.json.tmp"
+                tmp.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+                os.replace(tmp, self.run_dir / "summary.json")
+            except OSError as exc:  # e.g. the disk is full: the run's own outcome matters more than this file
+                if status == "ok":
+                    raise _write_error(exc, self.run_dir / "summary.json") from None
+                log.warning("could not write %s: %s", self.run_dir / "summary.json", exc)
         return summary
 
     def _summary(self, status: str, reason: str | None) -> dict[str, Any]:
@@ -353,6 +392,49 @@ def _unreadable_checkpoint(path: Path, exc: BaseException) -> StudyError:
     return StudyError(f"cannot read checkpoint {path} (truncated or corrupt): {first}")
 
 
+class _Interrupted(BaseException):
+    """Ctrl-C during training. Not a KeyboardInterrupt, which Lightning answers with ``sys.exit(1)`` (a summary of
+    "failed: SystemExit: 1"); Lightning tears the run down as for any other exception and ``train`` records
+    "interrupted"."""
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """SIGINT raises ``_Interrupted`` (once: a second Ctrl-C must not cut the summary short); the previous handler
+    comes back afterwards. Signals reach the main thread only, so elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise _Interrupted()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _disk_full(exc: BaseException) -> str | None:
+    """The ENOSPC behind ``exc`` (torch wraps the OSError of a failed write in an inline_container.cc message)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return os.strerror(exc.errno).lower()
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        seen += 1
+    return None
+
+
+def _write_error(exc: OSError, path: Path) -> Exception:
+    """A one-line error for a run file that cannot be written (full disk, read-only or missing directory)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StudyError(f"no space left on the device writing {path}")
+    return ConfigError(f"cannot write the run to {path}: {exc.strerror or exc}", key="runs_dir")
+
+
 def _checkpoint_step(path: Path) -> int | None:
     try:
         return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0))
@@ -405,7 +487,8 @@ def _json_default(value: Any) -> Any:
 
 @contextlib.contextmanager
 def _quiet(quiet: bool) -> Iterator[None]:
-    """Silence Lightning's info lines (quiet runs) and its known-noise warnings; restore both afterwards."""
+    """Silence Lightning's info lines and its known-noise warnings (all its warnings in quiet runs); restore both
+    afterwards."""
     saved = {name: logging.getLogger(name).level for name in _LIGHTNING_LOGGERS}
     with warnings.catch_warnings():
         for pattern in _NOISE:
@@ -413,8 +496,10 @@ def _quiet(quiet: bool) -> Iterator[None]:
         if quiet:
             warnings.filterwarnings("ignore", module=r"lightning.*")
             warnings.filterwarnings("ignore", module=r"torchmetrics.*")
-            for name in _LIGHTNING_LOGGERS:
-                logging.getLogger(name).setLevel(logging.WARNING)
+        # Lightning's INFO lines are banners and tips ("GPU available: ...", "try installing litlogger"); the run's
+        # own progress (StepProgress) says what happens
+        for name in _LIGHTNING_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
         try:
             yield
         finally:

@@ -137,7 +137,7 @@ def make_trainer(
         num_sanity_val_steps=0,
         log_every_n_steps=cfg.log_every,
         enable_checkpointing=False,
-        enable_progress_bar=not cfg.quiet,
+        enable_progress_bar=False,  # progress by step on stderr (archsearch.train.progress), not "Epoch 0" on stdout
         enable_model_summary=False,
         logger=make_loggers(run_dir),
         callbacks=callbacks,

@@ -41,7 +41,8 @@ def test_sweep_prints_best_trial(tmp_path, capsys):
     code = main(["sweep", str(path), "--runs-dir", str(tmp_path / "runs"), "--json"])
     out, err = capsys.readouterr()
     data = json.loads(out)
-    assert code == 0 and data["counts"]["COMPLETE"] == 2 and data["best"][0]["pattern"]
+    assert code == 0 and data["done"] and data["tally"]["complete"] == 2 and data["best"][0]["pattern"]
+    assert data["counts"]["COMPLETE"] == 2 + data["tally"]["reused"]  # Optuna's count includes reused twins
     assert "resuming: 2 of 2 trials already finished" in err
 
 

@@ -23,7 +23,9 @@ def _study(url, name):
 
 
 def _finished(study):
-    return [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    """The trials that count toward n_trials: trained to COMPLETE or PRUNED (not reusing a finished twin's result)."""
+    return [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            and "duplicate_of" not in t.user_attrs]  # fmt: skip
 
 
 def _check_trial_attrs(study):
@@ -52,7 +54,8 @@ def test_single_worker_sweep_records_everything(write_space, tmp_path):
     # resume: asking for 4 in total runs exactly one more trial
     again = run_sweep(write_space(), runs_dir=tmp_path / "runs", n_trials=4)
     assert len(_finished(_study(again.storage_url, "tiny"))) == 4
-    assert len(_study(again.storage_url, "tiny").trials) == 4
+    trained = [t for t in _study(again.storage_url, "tiny").trials if "duplicate_of" not in t.user_attrs]
+    assert len(trained) == 4
 
 
 @pytest.mark.slow
@@ -60,8 +63,11 @@ def test_two_workers_on_sqlite_finish_exactly_n_trials(write_space, tmp_path):
     result = run_sweep(write_space(n_trials=4), runs_dir=tmp_path / "runs", workers=2)
     study = _study(result.storage_url, "tiny")
     assert len(_finished(study)) == 4
+    # the other trials: surplus (two workers took the last slot at once), or reusing a finished twin's result
     extra = [t for t in study.trials if t not in _finished(study)]
-    assert all(t.state == TrialState.FAIL and t.user_attrs["status_reason"] == SURPLUS for t in extra)
+    assert all((t.state == TrialState.FAIL and t.user_attrs["status_reason"] == SURPLUS)
+               or "duplicate_of" in t.user_attrs for t in extra)  # fmt: skip
+    assert len({t.user_attrs["setting"] for t in _finished(study)}) == 4  # four distinct settings trained
     _check_trial_attrs(study)
     trained = [t for t in _finished(study) if "duplicate_of" not in t.user_attrs]
     assert len({t.user_attrs["run_dir"] for t in trained}) == len(trained)  # no two trainings share a run
@@ -110,11 +116,11 @@ def test_multi_objective_pareto_front_and_no_pruning(write_space, tmp_path, capl
     assert "pruning is disabled" in caplog.text
     study = _study(result.storage_url, "tiny")
     assert len(study.directions) == 2
-    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    done = [t for t in _finished(study) if t.state == TrialState.COMPLETE]  # trained, not reused
     assert len(done) == 4 and all(not t.intermediate_values for t in done)
     assert all("curve" in t.user_attrs for t in done)  # learning curves kept without trial.report
     front = {row["number"] for row in result.best}
-    assert front == {t.number for t in study.best_trials}
+    assert front == {t.number for t in study.best_trials if "duplicate_of" not in t.user_attrs}
     for t in done:  # nothing on the front is dominated
         if t.number in front:
             assert not any(
@@ -140,17 +146,37 @@ def test_diverged_trial_is_pruned_with_its_reason(write_space, tmp_path):
     assert trial.user_attrs["status_reason"].startswith("diverged")
 
 
-def test_a_re_proposed_setting_reuses_its_finished_twin(write_space, tmp_path):
-    # one point in the space: every trial after the first would train exactly the same model
-    space = {**TINY["space"], "attention": {"type": "categorical", "choices": [0.25]}, "mlp": 0.5}
-    result = run_sweep(write_space(space=space, sampler="random"), runs_dir=tmp_path / "runs")
+def test_a_re_proposed_setting_reuses_its_finished_twin_without_counting_it(write_space, tmp_path):
+    # the same setting proposed twice (enqueued here; samplers re-propose on small spaces): the second trial reuses
+    # the first's result, is marked duplicate_of and does not count toward n_trials
+    path = write_space(sampler="random", n_trials=2)
+    url = f"sqlite:///{tmp_path / 'runs' / 'tiny' / 'study.db'}"
+    (tmp_path / "runs" / "tiny").mkdir(parents=True)
+    seeded = optuna.create_study(study_name="tiny", storage=url, direction="minimize")
+    for _ in range(2):
+        seeded.enqueue_trial({"attention": 0.25, "mlp": 0.5})
+    result = run_sweep(path, runs_dir=tmp_path / "runs")
+    assert result.done and result.tally["complete"] + result.tally["pruned"] == 2
     study = _study(result.storage_url, "tiny")
-    first, *rest = sorted(_finished(study), key=lambda t: t.number)
-    assert len(rest) == 2 and "duplicate_of" not in first.user_attrs
-    for t in rest:
-        assert t.state == TrialState.COMPLETE and t.user_attrs["duplicate_of"] == first.number
-        assert t.values == first.values and t.intermediate_values == first.intermediate_values
-        assert t.user_attrs["run_dir"] == first.user_attrs["run_dir"]
+    first, twin = study.trials[0], study.trials[1]
+    assert "duplicate_of" not in first.user_attrs and twin.user_attrs["duplicate_of"] == first.number
+    assert twin.state == first.state == TrialState.COMPLETE and twin.values == first.values
+    assert twin.intermediate_values == first.intermediate_values
+    assert twin.user_attrs["run_dir"] == first.user_attrs["run_dir"]
+    assert twin.user_attrs["setting"] == first.user_attrs["setting"]
+    trained = _finished(study)
+    assert len(trained) == 2 and len({t.user_attrs["setting"] for t in trained}) == 2
+    assert len(list((tmp_path / "runs" / "tiny" / "trials").iterdir())) == 2
+
+
+def test_a_space_of_one_setting_runs_it_once_and_says_so(write_space, tmp_path, caplog):
+    space = {**TINY["space"], "attention": {"type": "categorical", "choices": [0.25]}, "mlp": 0.5}
+    with caplog.at_level(logging.INFO, logger="archsearch.search"):
+        result = run_sweep(write_space(space=space, sampler="random"), runs_dir=tmp_path / "runs")
+    assert "the space has 1 distinct settings: running 1 trials, not 3" in caplog.text
+    assert result.done and result.n_trials == 1 and result.requested == 3
+    study = _study(result.storage_url, "tiny")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
     assert sorted(p.name for p in (tmp_path / "runs" / "tiny" / "trials").iterdir()) == ["trial-0000"]
 
 
