@@ -25,8 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from archsearch.cli.checks import in_range
     from archsearch.search.dashboard import make_dashboard_server
 
+    in_range(args.port, "--port", 0, 65535)
     server, url = make_dashboard_server(args.study, host=args.host, port=args.port)
     print(url, flush=True)
     print(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,18 +50,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
+    from archsearch.cli.checks import output_file, study_name
     from archsearch.errors import ConfigError
     from archsearch.export import export_text, load_source
 
     if args.seq_len is not None and args.seq_len < 1:
         raise ConfigError(f"expected a positive number, found {args.seq_len}", "command line", "--seq-len")
+    out = output_file(args.out, "--out") if args.out else None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    source = load_source(args.study, args.trial, objective=args.objective, study_name=args.study_name)
+    source = load_source(
+        args.study, args.trial, objective=args.objective, study_name=study_name(args.study_name)
+    )
     text = export_text(source, args.to, style=args.megatron_style, seq_len=args.seq_len)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
+    if out is not None:
+        try:
+            out.write_text(text)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {out}: {exc.strerror or exc}", "command line", "--out") from None
         if args.to == "megatron":
             out.chmod(out.stat().st_mode | 0o111)
         print(f"archsearch export: {source.origin} -> {out} ({args.to})", file=sys.stderr)

@@ -34,8 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--format", default="png,svg", help="comma-separated formats from png, svg, pdf (default: png,svg)"
     )
     p.add_argument("--only", default=None, help=f"comma-separated plot families, from: {', '.join(FAMILIES)}")
-    p.add_argument("--dpi", type=int, default=150, help="resolution of PNG files (default: 150)")
+    p.add_argument(
+        "--dpi", type=int, default=150, help=f"resolution of PNG files, 1 to {MAX_DPI} (default: 150)"
+    )
     p.set_defaults(func=run)
+
+
+MAX_DPI = 1200  # beyond, a figure's raster no longer fits in memory
 
 
 def _list(text: str | None) -> list[str] | None:
@@ -45,16 +50,18 @@ def _list(text: str | None) -> list[str] | None:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
+    from archsearch.cli.checks import in_range, output_dir, study_name
     from archsearch.errors import ConfigError
     from archsearch.viz._records import load_study, records_from_study
     from archsearch.viz.render import render_figures
 
     if args.top_k < 1:
         raise ConfigError(f"expected a positive number, found {args.top_k}", "command line", "--top-k")
+    in_range(args.dpi, "--dpi", 1, MAX_DPI)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = load_study(args.study, args.study_name)
+    study = load_study(args.study, study_name(args.study_name))
     records = records_from_study(study)
-    out = Path(args.out) if args.out else Path("plots") / records.name
+    out = output_dir(Path(args.out) if args.out else Path("plots") / records.name, "--out")
     result = render_figures(
         study,
         out,

@@ -36,17 +36,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
+    from archsearch.cli.checks import output_dir, output_file, study_name
     from archsearch.errors import ConfigError
     from archsearch.viz.report import write_report
 
     if args.top_k < 1:
         raise ConfigError(f"expected a positive number, found {args.top_k}", "command line", "--top-k")
+    out = output_file(args.out, "--out") if args.out is not None else None
+    plots_dir = output_dir(args.plots_dir, "--plots-dir") if args.plots_dir is not None else None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path, rendered = write_report(
         args.study,
-        out=args.out,
-        plots_dir=args.plots_dir,
-        study_name=args.study_name,
+        out=out,
+        plots_dir=plots_dir,
+        study_name=study_name(args.study_name),
         top_k=args.top_k,
         objective=args.objective,
         regenerate=args.regenerate,

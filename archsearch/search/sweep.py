@@ -226,6 +226,8 @@ def _open_study(space: SearchSpace, study_dir: Path, storage: str | None, name: 
     )
 
     url = check_storage_url(storage) if storage else default_storage_url(study_dir)
+    if not storage:  # the default SQLite file lives in the study directory
+        _make_dir(study_dir)
     backend = make_storage(url)
     new = name not in optuna.study.get_all_study_names(backend)
     trials_dir = study_dir / "trials"
@@ -234,12 +236,7 @@ def _open_study(space: SearchSpace, study_dir: Path, storage: str | None, name: 
             f"{trials_dir} holds the runs of an earlier study named {name!r}, but the storage has no such study "
             "(a new one would overwrite them); use another --study-name or --runs-dir, or move them away"
         )
-    try:
-        study_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot create {study_dir}: {exc.strerror or exc}", "command line", "--runs-dir"
-        ) from None
+    _make_dir(study_dir)
     if storage:
         _write_storage_file(study_dir, storage)
     study = create_or_load(space, backend, name)
@@ -251,6 +248,15 @@ def _open_study(space: SearchSpace, study_dir: Path, storage: str | None, name: 
             ", ".join(map(str, requeued)),
         )
     return study, url
+
+
+def _make_dir(study_dir: Path) -> None:
+    try:
+        study_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create {study_dir}: {exc.strerror or exc}", "command line", "--runs-dir"
+        ) from None
 
 
 def _write_storage_file(study_dir: Path, url: str) -> None:

@@ -8,6 +8,7 @@ the peak LR is higher than the 8B recipe's 2.5e-4 because proxies are ~1000x nar
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -245,6 +246,19 @@ class TrainConfig:
             raise bad("ckpt_every", f"must be at least 1, found {self.ckpt_every}")
         if self.warmup is not None and self.warmup < 0:
             raise bad("warmup", f"must be >= 0, found {self.warmup}")
+        for key in (
+            "lr",
+            "min_lr_ratio",
+            "weight_decay",
+            "grad_clip",
+            "eps",
+            *(f"betas[{i}]" for i in (0, 1)),
+        ):
+            value = self.betas[int(key[-2])] if key.startswith("betas") else getattr(self, key)
+            if not math.isfinite(value):
+                raise bad(key, f"must be a finite number, found {value}")
+        if not 0 <= self.seed <= 2**32 - 1:
+            raise bad("seed", f"must be an integer from 0 to 2**32 - 1, found {self.seed}")
         if not self.lr > 0:
             raise bad("lr", f"must be positive, found {self.lr}")
         if not 0 <= self.min_lr_ratio <= 1:
@@ -270,8 +284,8 @@ class TrainConfig:
             if not self.tasks:
                 raise bad("tasks", "must name at least one task")
             for task, weight in self.tasks.items():
-                if weight < 0:
-                    raise bad(f"tasks.{task}", f"weight must be >= 0, found {weight}")
+                if not math.isfinite(weight) or weight < 0:
+                    raise bad(f"tasks.{task}", f"weight must be a finite number >= 0, found {weight}")
         if self.name is not None and (not self.name or "/" in self.name or self.name in (".", "..")):
             raise bad("name", f"must be a plain directory name, found {self.name!r}")
         for run in self.fault_injection.by_run:
@@ -290,19 +304,15 @@ PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "6
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML mapping from ``path``; ConfigError when the file is missing, unparsable or not a mapping."""
-    import yaml
+    from archsearch.yamlfile import parse_yaml
 
     p = Path(path)
     try:
         text = p.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the config file: {exc.strerror or exc}", str(path)) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        raise ConfigError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise ConfigError(f"cannot read the config file: {reason}", str(path)) from None
+    data = parse_yaml(text, str(path))  # safe_load, refusing base-60 numbers, huge integers and deep nesting
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -100,7 +100,13 @@ def load(url: str, name: str) -> Any:
 
 @dataclass
 class Figures:
-    """The trial figures a fault test reports (pytest -s prints them; assertion messages carry them)."""
+    """The trial figures a fault test reports (pytest -s prints them; assertion messages carry them).
+
+    ``finished`` counts what counts toward n_trials: trained to COMPLETE or PRUNED (``complete`` + ``pruned``);
+    ``distinct``: distinct settings among them; ``duplicated``: trainings of a setting already trained, plus trial
+    numbers or run directories used twice; ``reused``: trials that reused a finished twin's result instead of
+    training (not counted).
+    """
 
     requested: int
     finished: int
@@ -111,13 +117,15 @@ class Figures:
     retried: int
     lost: int
     duplicated: int
-    reused: int = 0  # finished by reusing an identical finished trial's result
+    reused: int = 0
+    distinct: int = 0
 
     def __str__(self) -> str:
         return (
             f"trials requested {self.requested}, finished {self.finished} ({self.complete} complete, "
-            f"{self.pruned} pruned), failed {self.failed} (+{self.surplus} surplus), retried {self.retried}, "
-            f"lost {self.lost}, duplicated {self.duplicated}, reused {self.reused}"
+            f"{self.pruned} pruned; {self.distinct} distinct settings), failed {self.failed} "
+            f"(+{self.surplus} not trained), retried {self.retried}, lost {self.lost}, duplicated {self.duplicated}, "
+            f"reused {self.reused}"
         )
 
 
@@ -126,29 +134,33 @@ def figures(study: Any, requested: int, before: dict[int, Any] | None = None, la
     any of which missing or changed now counts as lost."""
     from optuna.trial import TrialState
 
-    from archsearch.search.worker import SURPLUS
+    from archsearch.search.accounting import NOT_TRAINED
 
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     fails = [t for t in trials if t.state == TrialState.FAIL]
-    surplus = sum(t.user_attrs.get("status_reason") == SURPLUS for t in fails)
+    surplus = sum(str(t.user_attrs.get("status_reason") or "").startswith(NOT_TRAINED) for t in fails)
     now = {t.number: snapshot(t) for t in done}
     lost = sum(now.get(n) != s for n, s in (before or {}).items())
     # a trial that reused its finished twin's result (duplicate_of) shares that run on purpose; trained trials never do
     trained = [t for t in done if "duplicate_of" not in t.user_attrs]
     run_dirs = [t.user_attrs.get("run_dir") for t in trained]
+    settings = [t.user_attrs.get("setting") for t in trained]
     numbers = [t.number for t in trials]
     fig = Figures(
         requested=requested,
-        finished=len(done),
-        complete=sum(t.state == TrialState.COMPLETE for t in done),
-        pruned=sum(t.state == TrialState.PRUNED for t in done),
+        finished=len(trained),
+        complete=sum(t.state == TrialState.COMPLETE for t in trained),
+        pruned=sum(t.state == TrialState.PRUNED for t in trained),
         failed=len(fails) - surplus,
         surplus=surplus,
         retried=sum("failed_trial" in t.system_attrs for t in trials),
         lost=lost,
-        duplicated=(len(numbers) - len(set(numbers))) + (len(run_dirs) - len(set(run_dirs))),
+        duplicated=(len(numbers) - len(set(numbers)))
+        + (len(run_dirs) - len(set(run_dirs)))
+        + (len(settings) - len(set(settings))),
         reused=len(done) - len(trained),
+        distinct=len(set(settings)),
     )
     print(f"\n[reliability] {label}: {fig}")
     return fig

@@ -37,7 +37,9 @@ def test_faults_for_one_run_only(tmp_path):
 
 def test_nan_and_oom_trials_are_recorded_and_the_sweep_goes_on(write_space, tmp_path):
     faults = {"by_run": {"trial-0001": {"oom_at_step": 1}, "trial-0002": {"nan_at_step": 2}}}
-    path = write_space(n_trials=3, sampler="random", pruner="none",
+    # a continuous learning rate makes every proposal a distinct setting (no reuse of a finished twin)
+    space = {**TINY["space"], "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}
+    path = write_space(n_trials=3, sampler="random", pruner="none", space=space,
                        train={"checkpoint": False, "log_every": 2, "fault_injection": faults})  # fmt: skip
     result = run_sweep(path, runs_dir=tmp_path / "runs")
     study = load(result.storage_url, "tiny")

@@ -80,6 +80,10 @@ def test_kill_one_worker_mid_trial(backend, write_space, tmp_path, request):
     trials = {t.number: t for t in study.trials}
     killed = trials[trial.number]
     assert killed.state == TrialState.FAIL, f"the killed trial is {killed.state.name}; {fig}"
+    # it says why: its worker stopped beating (written when the trial started, replaced when a trial ends)
+    assert killed.user_attrs["status_reason"].startswith(
+        f"lost: no heartbeat for 3 s from worker {trial.user_attrs['worker']}"
+    )
     retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == trial.number]
     assert len(retries) == 1, f"expected one retry of trial {trial.number}, found {len(retries)}; {fig}"
     retry = retries[0]
@@ -96,4 +100,4 @@ def test_kill_one_worker_mid_trial(backend, write_space, tmp_path, request):
     assert all(t.user_attrs.get("status_reason", "").startswith("surplus") for t in others), [
         (t.number, t.user_attrs.get("status_reason")) for t in others
     ]
-    assert fig.retried == 1 and fig.failed == 1, str(fig)
+    assert fig.retried == 1 and fig.failed == 1 and fig.distinct == N_TRIALS, str(fig)

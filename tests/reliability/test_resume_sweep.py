@@ -62,4 +62,5 @@ def test_killed_sweep_resumes_where_it_stopped(write_space, tmp_path):
     assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED) and retry.params == cut.params, str(fig)
     summary = json.loads((Path(retry.user_attrs["run_dir"]) / "summary.json").read_text())
     assert summary["resumed_from_step"] and summary["resumed_from_step"] > 0, summary
-    assert fig.retried == 1 and fig.failed == 1, str(fig)
+    assert fig.retried == 1 and fig.failed == 1 and fig.distinct == N_TRIALS, str(fig)
+    assert study.trials[cut.number].user_attrs["status_reason"].startswith("lost: no heartbeat")

@@ -46,6 +46,10 @@ def test_single_worker_sweep_records_everything(write_space, tmp_path):
     assert len(_finished(study)) == 3
     _check_trial_attrs(study)
     assert study.user_attrs["objectives"] == [{"name": "val_loss", "direction": "minimize"}]
+    assert study.metric_names == ["val_loss"]  # optuna-dashboard shows this instead of "Objective 0"
+    for t in _finished(study):  # what the statistics group by
+        assert t.user_attrs["arch"] == t.user_attrs["pattern"] and t.user_attrs["seed"] == 0
+        assert t.user_attrs["lr"] == pytest.approx(3e-3) and len(t.user_attrs["setting"]) == 12
     assert study.user_attrs["space"]["space"]["layers"] == 4
     assert study.user_attrs["space_file"].endswith("tiny.yaml") and "archsearch_version" in study.user_attrs
     best = result.best[0]
