@@ -34,7 +34,7 @@ def test_the_wheel_ships_the_spaces_and_finds_them(tmp_path):
     shutil.copytree(ROOT / "archsearch", src / "archsearch", ignore=ignore)
     shutil.copytree(ROOT / "search_spaces", src / "search_spaces")
     wheels = tmp_path / "wheels"
-    build = "from setuptools import build_meta; build_meta.build_wheel(%r)" % str(wheels)
+    build = f"from setuptools import build_meta; build_meta.build_wheel({str(wheels)!r})"
     subprocess.run([sys.executable, "-c", build], cwd=src, check=True, capture_output=True, timeout=300)
     (wheel,) = wheels.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
