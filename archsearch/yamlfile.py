@@ -63,8 +63,9 @@ _StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _StrictLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 
 
-def parse_yaml(text: str, source: str) -> Any:
-    """Parse ``text`` (from ``source``, named in errors) as the YAML subset archsearch accepts.
+def parse_yaml(text: str, source: str, where: str = " at line {line}, column {column}") -> Any:
+    """Parse ``text`` (from ``source``, named in errors) as the YAML subset archsearch accepts; ``where`` formats
+    the position of a syntax error.
 
     Raises:
         ConfigError: invalid YAML, a base-60 number, an oversized integer or nesting deeper than ``MAX_DEPTH``.
@@ -74,8 +75,8 @@ def parse_yaml(text: str, source: str) -> Any:
         data = loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"not valid YAML{where}: {getattr(exc, 'problem', None) or exc}", source) from None
+        at = where.format(line=mark.line + 1, column=mark.column + 1) if mark else ""
+        raise ConfigError(f"not valid YAML{at}: {getattr(exc, 'problem', None) or exc}", source) from None
     except RecursionError:
         raise ConfigError(f"nested too deeply (more than {MAX_DEPTH} levels are refused)", source) from None
     finally:

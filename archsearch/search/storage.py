@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -180,17 +181,34 @@ def make_storage(
             heartbeat_stale_trial_callback=make_retry_callback(),
         )
         cls = heartbeat_storage_class()
-    try:
-        from optuna.storages import RDBStorage
+    from optuna.storages import RDBStorage
 
-        with quiet_experimental():
-            return (cls or RDBStorage)(url, **kwargs)
+    try:
+        for attempt in range(SCHEMA_ATTEMPTS):
+            try:
+                with quiet_experimental():
+                    return (cls or RDBStorage)(url, **kwargs)
+            except Exception as exc:
+                # two sweeps starting at once on a new database both create Optuna's tables; the slower one finds
+                # them half made ("already exists"): once the other is done, opening again succeeds
+                if attempt + 1 == SCHEMA_ATTEMPTS or not _schema_race(exc):
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
     except Exception as exc:  # sqlalchemy's OperationalError, ArgumentError ...
         raise ConfigError(
             f"cannot open the storage {redact_url(url)}: {type(exc).__name__}: "
             f"{scrub((str(exc).splitlines() or [''])[0], url)}",
             "command line", "--storage",
         ) from None  # fmt: skip
+
+
+SCHEMA_ATTEMPTS = 5
+
+
+def _schema_race(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(s in text for s in ("already exists", "duplicate key", "unique constraint failed"))
 
 
 # user:password@ right after the scheme (greedy up to the last "@" before a query, so an unescaped "@" in the

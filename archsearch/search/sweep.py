@@ -29,6 +29,7 @@ log = logging.getLogger("archsearch.search")
 
 MAX_WORKERS = 256
 STOP_WAIT_S = 60  # seconds the sweep waits for interrupted workers to record their trials before ending them
+FORWARD_AFTER_S = 5  # seconds before Ctrl-C is passed on to workers that did not get it themselves
 
 
 @dataclass
@@ -356,15 +357,20 @@ def _run_processes(job: WorkerJob, workers: int) -> None:
 
 
 def _stop(procs: list[Any]) -> None:
-    """Pass Ctrl-C on to the workers (a terminal sends it to them too; they ignore a second one), wait for them to
-    record their trials, then end those that do not."""
+    """Let the workers record their trials as interrupted, then end those that do not.
+
+    A terminal's Ctrl-C reaches the workers too (one process group), so they get a moment to stop on their own; only
+    the ones still running then (the sweep alone was sent SIGINT) get it passed on: a second SIGINT while a worker
+    records its first is what the delay avoids."""
+    deadline, forward = time.time() + STOP_WAIT_S, time.time() + FORWARD_AFTER_S
+    while time.time() < forward and any(p.is_alive() for p in procs):
+        time.sleep(0.1)
     for p in procs:
         if p.is_alive() and p.pid is not None:
             try:
                 os.kill(p.pid, signal.SIGINT)
             except ProcessLookupError:
                 pass
-    deadline = time.time() + STOP_WAIT_S
     for p in procs:
         p.join(max(0.1, deadline - time.time()))
     for p in procs:

@@ -194,6 +194,7 @@ class Worker:
         return self.trained
 
     def _after_trial(self, study: Any, frozen: Any) -> None:
+        self.current = None  # told: from here on an exception is not about this trial's state
         head = trial_head(self.tag, frozen, self.job.space, time.time() - self._started)
         log.info(
             "%s",

@@ -312,7 +312,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or exc
         raise ConfigError(f"cannot read the config file: {reason}", str(path)) from None
-    data = parse_yaml(text, str(path))  # safe_load, refusing base-60 numbers, huge integers and deep nesting
+    # safe_load, refusing base-60 numbers, huge integers and deep nesting
+    data = parse_yaml(text, str(path), where=" (line {line}, column {column})")
     if data is None:
         return {}
     if not isinstance(data, dict):

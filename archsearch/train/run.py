@@ -253,22 +253,23 @@ class _Run:
     # ---- training ---------------------------------------------------------------------------------------------
     def _fit(self, ckpt_path: Path | None) -> dict[str, Any]:
         trainer, module = self.trainer, self.module
-        status, reason = "ok", None
+        status, reason, interrupted = "ok", None, None
         restore_autotuning()  # the model's kernels are imported by now; its first step need not time them again
         try:
             with _interruptible():
-                trainer.fit(
-                    module, datamodule=self.datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None
-                )
-                last_val_step = module.val_history[-1][0] if module.val_history else -1
-                if trainer.global_step > 0 and last_val_step != trainer.global_step:
-                    trainer.validate(module, datamodule=self.datamodule, verbose=False)
-                if self.saver is not None and trainer.global_step > 0:
-                    self.saver.save(trainer)
+                try:
+                    trainer.fit(
+                        module, datamodule=self.datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None
+                    )
+                    last_val_step = module.val_history[-1][0] if module.val_history else -1
+                    if trainer.global_step > 0 and last_val_step != trainer.global_step:
+                        trainer.validate(module, datamodule=self.datamodule, verbose=False)
+                    if self.saver is not None and trainer.global_step > 0:
+                        self.saver.save(trainer)
+                except (_Interrupted, KeyboardInterrupt):
+                    interrupted = self._interrupted()  # recorded while further Ctrl-Cs are still ignored
         except Diverged as exc:
             status, reason = "diverged", exc.reason
-        except (_Interrupted, KeyboardInterrupt):
-            raise KeyboardInterrupt(self._interrupted()) from None
         except BaseException as exc:
             if _is_pruned(exc):
                 self._finish("pruned", str(exc) or "pruned by the sweep")
@@ -284,6 +285,8 @@ class _Run:
                 raise error from None
             self._finish("failed", f"{type(exc).__name__}: {exc}")
             raise
+        if interrupted is not None:
+            raise KeyboardInterrupt(interrupted)
         return self._finish(status, reason)
 
     def _interrupted(self) -> str:

@@ -144,7 +144,11 @@ def test_ctrl_c_then_resume(write_space, tmp_path, workers):
     assert fig.finished == 3 and fig.distinct == 3 and fig.duplicated == 0 and fig.lost == 0, str(fig)
     for t in interrupted:
         (retry,) = [r for r in study.trials if r.system_attrs.get("failed_trial") == t.number]
-        assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED) and retry.params == t.params
+        assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED) and retry.params == t.params, (
+            retry.state,
+            retry.user_attrs.get("status_reason"),
+            again.stderr[-3000:],
+        )
         summary = json.loads((Path(retry.user_attrs["run_dir"]) / "summary.json").read_text())
         assert summary["resumed_from_step"] and summary["resumed_from_step"] > 0, summary
 
