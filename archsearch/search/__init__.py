@@ -3,9 +3,10 @@
 ``load_space`` validates a space file; ``run_sweep`` runs or resumes a study; ``make_storage`` opens its storage.
 """
 
+from archsearch.search.results import SweepResult, format_result
 from archsearch.search.space import Dimension, Objective, SearchSpace, load_space, space_from_dict
 from archsearch.search.study import make_storage, storage_url_for
-from archsearch.search.sweep import SweepResult, format_result, run_sweep
+from archsearch.search.sweep import run_sweep
 
 __all__ = [
     "Dimension",

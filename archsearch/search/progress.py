@@ -35,7 +35,7 @@ def tally(c: Counts, n_trials: int) -> str:
 
 def best_so_far(study: Any, space: SearchSpace) -> str | None:
     """``best val_loss=3.10 (#3)``, or the size of the Pareto front with several objectives."""
-    from archsearch.search.sweep import best_trials
+    from archsearch.search.results import best_trials
 
     best = best_trials(study, space)
     if not best:

@@ -42,6 +42,7 @@ from archsearch.search.liveness import quiet_experimental
 from archsearch.search.objectives import flat_metrics, objective_values, prune_metric
 from archsearch.search.progress import progress_line, setup_logging, trial_head
 from archsearch.search.space import SearchSpace
+from archsearch.search.twins import decide, holds_slot, reuse
 
 log = logging.getLogger("archsearch.search")
 
@@ -222,7 +223,7 @@ class Worker:
             c = count(trials)
             if c.waiting:
                 return None  # a retry is queued: ask() takes it
-            busy = [t for t in trials if _holds_slot(t) and t.state.name == "RUNNING"]
+            busy = [t for t in trials if holds_slot(t) and t.state.name == "RUNNING"]
             if c.finished + len(busy) < self.job.n_trials:
                 return None
             text = _waiting_text(busy)
@@ -304,7 +305,7 @@ class Worker:
         twin = self._settle(trial, ident.setting, (number, trial.number))
         if twin is not None:
             self.duplicate_streak += 1
-            return _reuse(trial, twin)
+            return reuse(trial, twin)
         self.duplicate_streak = 0
         if (
             self._slots_before(trial.number) >= job.n_trials
@@ -314,7 +315,7 @@ class Worker:
 
     def _slots_before(self, number: int) -> int:
         """Trials numbered below ``number`` that hold one of the ``n_trials`` slots."""
-        return sum(t.number < number and _holds_slot(t) for t in self.study.get_trials(deepcopy=False))
+        return sum(t.number < number and holds_slot(t) for t in self.study.get_trials(deepcopy=False))
 
     def _settle(self, trial: Any, setting: str, prio: tuple[int, int]) -> Any:
         """The finished trial to reuse (after waiting for an earlier trial training ``setting``), or None to train.
@@ -327,35 +328,25 @@ class Worker:
         waiting = None
         while True:
             trials = self.study.get_trials(deepcopy=False)
-            same = [t for t in trials if t.number != trial.number and t.user_attrs.get("setting") == setting]
-            done = [t for t in same if kind(t) in ("complete", "pruned")]
-            if done:
-                return min(done, key=lambda t: t.number)
-            ahead = [t for t in same if t.state.name in ("RUNNING", "WAITING") and _prio(t) < prio]
-            ahead = [t for t in ahead if not t.user_attrs.get("waiting_for")]
-            running = [t for t in ahead if t.state.name == "RUNNING"]
-            if ahead and not running:
+            d = decide(trials, trial.number, setting, prio)
+            if d.action == "reuse":
+                return d.twin
+            if d.action == "step_aside":
                 raise TrialFailed(
-                    f"duplicate: setting {setting} is queued as trial {ahead[0].number} (a retry), which trains it"
+                    f"duplicate: setting {setting} is queued as trial {d.twin.number} (a retry), which trains it"
                 )
-            # an earlier trial that has not published its setting yet may be about to train this one
-            unknown = [
-                t
-                for t in trials
-                if t.state.name == "RUNNING" and "setting" not in t.user_attrs and _prio(t) < prio
-            ]
-            if not running and not unknown:
+            if d.action == "train":
                 if waiting is not None:
                     trial.set_user_attr("waiting_for", None)
                 return None
-            if running and waiting != running[0].number:
-                waiting = running[0].number
+            if d.twin is not None and waiting != d.twin.number:
+                waiting = d.twin.number
                 trial.set_user_attr("waiting_for", waiting)
                 log.info(
                     "%s trial %d waits for trial %d, which trains the same setting (%s), to reuse its result",
                     self.tag, trial.number, waiting, setting,
                 )  # fmt: skip
-            time.sleep(POLL_S if running else 0.2)
+            time.sleep(POLL_S if d.twin is not None else 0.2)
             with quiet_experimental():
                 optuna.storages.fail_stale_trials(self.study)
             self.watch.mark_orphans(trials)
@@ -403,20 +394,6 @@ class Worker:
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------------
-def _holds_slot(t: Any) -> bool:
-    """Finished and counted, running (and not just waiting for a twin), or queued as a retry."""
-    k = kind(t)
-    if k == "running":
-        return not t.user_attrs.get("waiting_for")
-    return k in ("complete", "pruned", "waiting")
-
-
-def _prio(t: Any) -> tuple[int, int]:
-    """Which of two trials of one setting trains it: the one whose original trial came first (a retry resumes the
-    original's checkpoint), then the lower number."""
-    return (t.system_attrs.get("failed_trial", t.number), t.number)
-
-
 def _waiting_text(busy: list[Any]) -> str:
     shown = ", ".join(f"{t.number} ({t.user_attrs.get('worker', 'starting')})" for t in busy[:6])
     more = f" and {len(busy) - 6} more" if len(busy) > 6 else ""
@@ -424,27 +401,6 @@ def _waiting_text(busy: list[Any]) -> str:
         f"waiting: the remaining slots are taken by running trial(s) {shown}{more}; a trial that fails frees its "
         "slot, one whose worker died is failed after the grace period and retried"
     )
-
-
-def _reuse(trial: Any, twin: Any) -> Any:
-    """Copy a finished twin's results onto ``trial`` (marked ``duplicate_of``); returns its values, or raises
-    TrialPruned for a pruned twin."""
-    import optuna
-
-    for key in ("run_dir", "metrics", "tokens_per_s", "curve"):
-        if key in twin.user_attrs:
-            trial.set_user_attr(key, twin.user_attrs[key])
-    trial.set_user_attr("duplicate_of", twin.number)
-    trial.set_user_attr("waiting_for", None)
-    if len(trial.study.directions) == 1:  # Optuna takes reports only in single-objective studies
-        for step, value in sorted(twin.intermediate_values.items()):
-            trial.report(value, step)
-    if twin.state.name == "PRUNED":
-        reason = f"reused trial {twin.number}: {twin.user_attrs.get('status_reason') or 'pruned'}"
-        trial.set_user_attr("status_reason", reason)
-        raise optuna.TrialPruned(reason)
-    trial.set_user_attr("status_reason", None)
-    return list(twin.values)
 
 
 def _reporter(trial: Any, space: SearchSpace, metric: str | None) -> Any:

@@ -54,7 +54,6 @@ def _two_commands(write_space, tmp_path, sampler: str, extra: list[str], url: st
     return fig
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["random", "tpe"])
 def test_two_sweep_commands_on_one_sqlite_study(write_space, tmp_path, sampler):
     name = f"two-{sampler}"
@@ -62,7 +61,6 @@ def test_two_sweep_commands_on_one_sqlite_study(write_space, tmp_path, sampler):
     _two_commands(write_space, tmp_path, sampler, [], url, name)
 
 
-@pytest.mark.slow
 def test_two_sweep_commands_on_one_postgres_study(write_space, tmp_path, pg):
     url = pg.url()
     _two_commands(write_space, tmp_path, "tpe", ["--storage", url, "--study-name", "two-pg"], url, "two-pg")
@@ -103,8 +101,7 @@ def _running_with_checkpoint(url: str, name: str, n: int = 1):
     return running if len(running) >= n else None
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])  # 2: about 20 s
 def test_ctrl_c_then_resume(write_space, tmp_path, workers):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it): exit 130, "interrupted", the trials'
     summaries say so and keep their checkpoints; the same command resumes them from those checkpoints."""
@@ -153,7 +150,6 @@ def test_ctrl_c_then_resume(write_space, tmp_path, workers):
         assert summary["resumed_from_step"] and summary["resumed_from_step"] > 0, summary
 
 
-@pytest.mark.slow
 def test_workers_stop_when_the_sweep_process_dies(write_space, tmp_path):
     name, runs = "orphaned-workers", tmp_path / "runs"
     space = write_space(name, n_trials=3, **SLOW)
@@ -186,7 +182,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.slow
 def test_all_workers_killed_is_a_short_sweep_with_counts(write_space, tmp_path):
     name, runs = "dead-workers", tmp_path / "runs"
     space = write_space(name, n_trials=3, **SLOW)

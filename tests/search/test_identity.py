@@ -141,3 +141,32 @@ def test_samplers_are_seeded_by_trial_number(write_space, sampler):
     assert first == proposals(0, 3)  # reproducible
     assert proposals(3, 3) != first  # a second command (trials 3..5) does not repeat trials 0..2
     assert trial_seed(0, 1) != trial_seed(0, 2) and 0 <= trial_seed(2**32 - 1, 10**9) < 2**32
+
+
+def _t(number, state, setting=None, failed_trial=None, **attrs):
+    t = _trial(number, state, **({"setting": setting} if setting else {}), **attrs)
+    if failed_trial is not None:
+        t.system_attrs = {"failed_trial": failed_trial}
+    return t
+
+
+def test_one_trial_trains_each_setting():
+    from archsearch.search.twins import decide
+
+    R, W, C, F = TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE, TrialState.FAIL
+    me = 5
+    assert decide([_t(5, R, "s")], me, "s", (5, 5)).action == "train"
+    assert decide([_t(2, C, "s"), _t(5, R, "s")], me, "s", (5, 5)).twin.number == 2  # reuse the finished one
+    assert decide([_t(2, C, "s", duplicate_of=1), _t(5, R, "s")], me, "s", (5, 5)).action == "train"
+    # an earlier running trial of the setting trains it; a later one waits for the earlier, never the reverse
+    assert decide([_t(3, R, "s"), _t(5, R, "s")], me, "s", (5, 5)).action == "wait"
+    assert decide([_t(7, R, "s"), _t(5, R, "s")], me, "s", (5, 5)).action == "train"
+    # an earlier trial waiting for a twin is still ahead: if that twin fails, it trains the setting
+    waiter = _t(3, R, "s", waiting_for=1)
+    assert decide([_t(1, F, "s"), waiter, _t(5, R, "s")], me, "s", (5, 5)).twin is waiter
+    # a queued retry of the setting trains it from its checkpoint: step aside, even when the retry's number is later
+    retry = _t(9, W, "s", failed_trial=0)
+    assert decide([retry, _t(5, R, "s")], me, "s", (5, 5)).action == "step_aside"
+    # an earlier trial that has not said what it trains yet: wait for it to say
+    assert decide([_t(4, R), _t(5, R, "s")], me, "s", (5, 5)) == type(decide([], 0, "", (0, 0)))("wait")
+    assert decide([_t(6, R), _t(5, R, "s")], me, "s", (5, 5)).action == "train"
