@@ -126,7 +126,7 @@ def check_sqlite_file(path: Path) -> None:
         return
     if path.is_dir():
         raise StudyError(f"{path}: a directory where the study database should be")
-    if path.stat().st_size == 0:
+    if _stays_empty(path):
         raise StudyError(
             f"{path}: an empty file where the study database should be (a sweep never leaves one empty: was the "
             "disk full?); restore it from a backup, or delete it to start a new study"
@@ -141,6 +141,17 @@ def check_sqlite_file(path: Path) -> None:
         raise StudyError(
             f"{path}: not a readable study database ({exc}); restore it or use another --study-name"
         ) from None
+
+
+def _stays_empty(path: Path, fresh_s: float = 5.0) -> bool:
+    """Whether ``path`` is an empty file that nobody is filling: SQLite creates the file before it writes the first
+    page, so a second sweep starting at the same moment sees 0 bytes for a while; an old empty file stays empty."""
+    deadline = time.monotonic() + fresh_s
+    while path.stat().st_size == 0:
+        if time.time() - path.stat().st_mtime > fresh_s or time.monotonic() > deadline:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def make_storage(
