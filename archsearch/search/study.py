@@ -224,7 +224,32 @@ def make_pruner(space: Any) -> Any:
     for key, value in opts.items():  # counts of steps or trials: YAML may spell them 1.0 or 1e3
         if key != "percentile" and isinstance(value, float) and value.is_integer():
             opts[key] = int(value)
-    return _pruner_class(kind)(**opts)
+    pruner = _pruner_class(kind)(**opts)
+    if kind in ("median", "percentile"):
+        return _distinct_startup_class()(pruner, int(opts["n_startup_trials"]))
+    return pruner
+
+
+@functools.cache
+def _distinct_startup_class() -> type:  # defined on first use: importing optuna is slow
+    import optuna
+    from optuna.trial import TrialState
+
+    class DistinctStartup(optuna.pruners.BasePruner):
+        """A median or percentile pruner whose startup waits for ``n_startup_trials`` trained trials: a trial that
+        reused a finished twin (``duplicate_of``) is COMPLETE to Optuna but is no new evidence about the space."""
+
+        def __init__(self, inner: Any, n_startup_trials: int):
+            self.inner = inner
+            self.n_startup_trials = n_startup_trials
+
+        def prune(self, study: Any, trial: Any) -> bool:
+            done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if sum("duplicate_of" not in t.user_attrs for t in done) < self.n_startup_trials:
+                return False
+            return self.inner.prune(study, trial)
+
+    return DistinctStartup
 
 
 # ---- studies ------------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 
 from archsearch.search.accounting import SURPLUS, count, interrupted_reason, kind, lost_reason
 from archsearch.search.identity import enumerate_settings, identify, setting_of
-from archsearch.search.space import load_space
+from archsearch.search.space import Dimension, load_space
 from archsearch.search.study import make_sampler, trial_seed
 from archsearch.search.suggest import plan_trial, trial_config
 from archsearch.search.worker import DUPLICATE_STREAK, WorkerJob, verdict
@@ -62,11 +62,10 @@ def test_two_parameter_sets_of_one_pattern_are_one_setting(write_space):
 def test_enumerated_settings_of_shipped_spaces():
     quick = load_space("quickstart", check_build=False)
     settings = enumerate_settings(quick)
-    # 5 attention x 3 MLP fractions of 8 layers, fewer distinct patterns
-    assert settings is not None and 1 < len(settings) <= 15
+    # attention nowhere, first or everywhere, three seeds each: nine settings
+    assert settings is not None and len(settings) == 9
     assert enumerate_settings(load_space("placement", check_build=False)) is not None
-    continuous = replace(quick, space={**quick.space, "lr": replace(quick.space["attention"], name="lr", step=None,
-                                                                     low=1e-4, high=1e-2)})  # fmt: skip
+    continuous = replace(quick, space={**quick.space, "lr": Dimension("lr", "float", low=1e-4, high=1e-2)})
     assert enumerate_settings(continuous) is None
 
 
@@ -170,3 +169,20 @@ def test_one_trial_trains_each_setting():
     # an earlier trial that has not said what it trains yet: wait for it to say
     assert decide([_t(4, R), _t(5, R, "s")], me, "s", (5, 5)) == type(decide([], 0, "", (0, 0)))("wait")
     assert decide([_t(6, R), _t(5, R, "s")], me, "s", (5, 5)).action == "train"
+
+
+def test_pruner_startup_counts_trained_trials_not_reused_twins(write_space):
+    from archsearch.search.study import make_pruner
+
+    space = load_space(write_space(), check_build=False)  # median: waits for 2 finished trials
+    study = optuna.create_study(pruner=make_pruner(space))
+    trained = optuna.trial.create_trial(value=1.0, intermediate_values={2: 1.0}, user_attrs={"setting": "a"})
+    twin = optuna.trial.create_trial(
+        value=1.0, intermediate_values={2: 1.0}, user_attrs={"setting": "a", "duplicate_of": 0}
+    )
+    study.add_trials([trained, twin])
+    trial = study.ask()
+    trial.report(9.0, 2)  # far worse than the one trained peer
+    assert not trial.should_prune()  # one trained trial is not yet two
+    study.add_trial(optuna.trial.create_trial(value=1.5, intermediate_values={2: 1.5}))
+    assert trial.should_prune()
