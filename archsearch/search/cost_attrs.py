@@ -19,10 +19,7 @@ def trial_attrs(plan: Any, space: SearchSpace) -> dict[str, Any]:
     ``decode_ms_est`` is the estimated time of one decode step at ``space.decode_context`` tokens of context, batch 1,
     in bf16.
     """
-    try:
-        from archsearch.cost import estimate
-    except ImportError:
-        from archsearch.cost.estimate import estimate
+    from archsearch.cost import estimate
 
     cost = estimate(plan.pattern, plan.model, seq_len=space.seq_len, card=space.card)
     attrs: dict[str, Any] = {

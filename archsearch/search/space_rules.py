@@ -40,13 +40,12 @@ def check_model_and_train(sp: SearchSpace, v: Validator) -> None:
     for name in sp.space:
         if name.startswith("model.") and name[6:] not in model_keys:
             raise v.fail(f"space.{name}", "unknown model option", did_you_mean(name[6:], model_keys))
-        if name.startswith("train.") and train_keys is not None and name[6:] not in train_keys:
+        if name.startswith("train.") and name[6:] not in train_keys:
             raise v.fail(f"space.{name}", "unknown training option", did_you_mean(name[6:], train_keys))
-    if train_keys is not None:
-        for key in sp.train:
-            if key not in train_keys:
-                raise v.fail(f"train.{key}", "unknown training option", did_you_mean(str(key), train_keys))
-        _check_train_values(sp, v)
+    for key in sp.train:
+        if key not in train_keys:
+            raise v.fail(f"train.{key}", "unknown training option", did_you_mean(str(key), train_keys))
+    _check_train_values(sp, v)
 
 
 def _check_train_values(sp: SearchSpace, v: Validator) -> None:
@@ -69,11 +68,9 @@ def _dotted_keys(d: dict[str, Any], prefix: str = "") -> list[str]:
     return out
 
 
-def _train_fields() -> list[str] | None:
-    try:
-        from archsearch.train import TrainConfig
-    except ImportError:
-        return None
+def _train_fields() -> list[str]:
+    from archsearch.train.config import TrainConfig
+
     return [f.name for f in dataclasses.fields(TrainConfig)]
 
 

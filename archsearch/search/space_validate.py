@@ -136,7 +136,7 @@ class Validator:
         known = _task_names()
         out = {}
         for name, weight in value.items():
-            if known is not None and name not in known:
+            if name not in known:
                 raise self.fail(
                     f"tasks.{name}", f"unknown task; expected one of {', '.join(sorted(known))}",
                     hint=did_you_mean(str(name), known),
@@ -415,21 +415,8 @@ def _positions_text(v: Validator, value: Any, key: str) -> str:
     return ",".join(repr(float(x)) for x in value)
 
 
-def _task_names() -> set[str] | None:
-    """Registered task names plus "lm", or None while the data package is missing."""
-    try:
-        from archsearch.data import tasks as task_pkg
-    except ImportError:
-        return None
-    names = None
-    for attr in ("TASKS", "REGISTRY", "names", "task_names", "available"):
-        obj = getattr(task_pkg, attr, None)
-        if callable(obj):
-            try:
-                obj = obj()
-            except TypeError:
-                continue
-        if isinstance(obj, (dict, list, tuple, set, frozenset)):
-            names = {str(n) for n in obj}
-            break
-    return None if names is None else names | {"lm"}
+def _task_names() -> list[str]:
+    """Every name a task mixture accepts ("lm" and the registered tasks)."""
+    from archsearch.data.tasks import task_names
+
+    return task_names()
