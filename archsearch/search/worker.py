@@ -48,6 +48,7 @@ log = logging.getLogger("archsearch.search")
 
 POLL_S = 1.0  # between looks at the storage while waiting for other workers' trials
 REMIND_S = 60.0  # a wait that goes on is announced again this often
+ORPHAN_EXIT_S = 60.0  # a worker whose sweep died and that has not stopped on SIGINT by then exits at once
 DUPLICATE_STREAK = (
     50  # settings proposed in a row that had run already: the sampler is stuck, the space used up
 )
@@ -448,14 +449,22 @@ def _first_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _watch_parent(parent_pid: int, worker: Worker) -> None:
-    """A spawned worker interrupts itself when the sweep process that started it is gone (killed, crashed)."""
+def _watch_parent(parent_pid: int, worker: Any, exit_after: float = ORPHAN_EXIT_S) -> None:
+    """A spawned worker interrupts itself when the sweep process that started it is gone (killed, crashed), and
+    ends outright if it is still there ``exit_after`` seconds later (its main thread stuck in a call that a signal
+    does not cut short): a worker must never outlive its sweep. A trial it leaves RUNNING is failed by the
+    heartbeat check and retried by the next sweep."""
 
     def watch() -> None:
         while os.getppid() == parent_pid:
             time.sleep(1.0)
         worker.interrupt_reason = f"the sweep process {parent_pid} ended"
         os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(exit_after)
+        log.warning(
+            "[worker %d] the sweep process %d ended %.0f s ago; exiting", os.getpid(), parent_pid, exit_after
+        )
+        os._exit(130)
 
     threading.Thread(target=watch, name="archsearch-parent-watch", daemon=True).start()
 

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -156,16 +157,21 @@ def test_workers_stop_when_the_sweep_process_dies(write_space, tmp_path):
     url = f"sqlite:///{(runs / name / 'study.db').resolve()}"
     argv = sweep_argv(space, runs, "--workers", "2")
     proc = start_sweep(argv, tmp_path / "first.log")
+    workers: set[int] = set()
+    beaters: set[int] = set()
     try:
         wait_for(lambda: _running_with_checkpoint(url, name, 2), 180, "two running trials", proc)
         workers = children_of(proc.pid)
+        beaters = set().union(*(children_of(w) for w in workers))  # each worker's heartbeat process
+        assert len(workers) >= 2 and len(beaters) >= 2, (workers, beaters)
         os.kill(proc.pid, signal.SIGKILL)  # the sweep process only: its workers must notice and stop
         proc.wait()
-        wait_for(lambda: not any(Path(f"/proc/{w}").exists() and _alive(w) for w in workers), 60,
-                 "the workers to exit")  # fmt: skip
+        wait_for(lambda: not any(_alive(p) for p in workers | beaters), 90,
+                 "the workers and their heartbeat processes to exit")  # fmt: skip
     finally:
-        for w in children_of(proc.pid):
-            os.kill(w, signal.SIGKILL)
+        for p in workers | beaters:
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
     study = load(url, name)
     stopped = [
         t for t in study.trials if str(t.user_attrs.get("status_reason", "")).startswith("interrupted")
@@ -173,6 +179,33 @@ def test_workers_stop_when_the_sweep_process_dies(write_space, tmp_path):
     assert len(stopped) == 2, [(t.number, t.state, t.user_attrs.get("status_reason")) for t in study.trials]
     assert all(f"the sweep process {proc.pid} ended" in t.user_attrs["status_reason"] for t in stopped)
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+
+def test_a_worker_deaf_to_sigint_still_exits_when_its_sweep_dies(tmp_path):
+    """The backstop: a worker whose main thread cannot be interrupted ends by itself after its sweep is killed."""
+    worker = (
+        "import os, signal, time, types\n"
+        "from archsearch.search.worker import _watch_parent\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "_watch_parent(os.getppid(), types.SimpleNamespace(), exit_after=1.0)\n"
+        "print(os.getpid(), flush=True)\n"
+        "while True:\n"
+        "    time.sleep(0.1)\n"
+    )
+    sweep = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {worker!r}])"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", sweep], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    pid = int(proc.stdout.readline())
+    try:
+        assert _alive(pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        wait_for(lambda: not _alive(pid), 60, "the orphaned worker to exit")
+    finally:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        proc.stdout.close()
 
 
 def _alive(pid: int) -> bool:
