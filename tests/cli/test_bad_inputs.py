@@ -170,7 +170,8 @@ def test_sweep_refuses_a_damaged_study_db_and_leaves_it(tmp_path, damage):
     db.parent.mkdir(parents=True)
     content = b"" if damage == "empty" else bytes(range(256)) * 16
     db.write_bytes(content)
-    os.utime(db, (time.time() - 3600, time.time() - 3600))  # left from before (a file being created is given time)
+    old = time.time() - 3600  # left from before (a file still being created is given time)
+    os.utime(db, (old, old))
     one_line(*run(["sweep", str(space), "--runs-dir", str(tmp_path / "runs")]), str(db))
     assert db.read_bytes() == content and not (db.parent / "trials").exists()
 
