@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 
 class ArchsearchError(Exception):
@@ -99,3 +100,19 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """A "did you mean 'x'?" hint for ``word`` among ``choices``, or None when nothing is close."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
+
+
+def describe(value: Any) -> str:
+    """How ``value`` reads in a message: "nothing", "the boolean True", "int 3", "a list"."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"the boolean {value!r}"
+    if isinstance(value, int) and abs(value) >= 10**30:
+        return (
+            f"an integer of {len(str(abs(value))) if value.bit_length() < 14000 else 'thousands of'} digits"
+        )
+    if isinstance(value, (int, float, str)):
+        text = repr(value)
+        return f"{type(value).__name__} {text if len(text) <= 80 else text[:77] + '...'}"
+    return f"a {type(value).__name__}"

@@ -8,9 +8,10 @@ training: run_dir, metrics, tokens_per_s, status_reason, curve).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from archsearch.search.space import SearchSpace
+if TYPE_CHECKING:
+    from archsearch.search.space import SearchSpace
 
 
 def trial_attrs(plan: Any, space: SearchSpace) -> dict[str, Any]:

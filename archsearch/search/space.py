@@ -293,8 +293,9 @@ def resolve_space_path(path: str | Path) -> Path:
 
 def space_from_dict(data: Any, *, source: str = "search space", default_study: str = "study") -> SearchSpace:
     """Validate a parsed space file (see ``load_space``)."""
+    from archsearch.errors import describe
     from archsearch.search.space_rules import check_combinations, check_model_and_train
-    from archsearch.search.space_validate import Validator, describe
+    from archsearch.search.space_validate import Validator
 
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping of settings at the top level, found {describe(data)}", source)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from archsearch.errors import ConfigError, did_you_mean
+from archsearch.errors import ConfigError, describe, did_you_mean
 from archsearch.search.space import (
     BASE_OBJECTIVES,
     DIM_KEYS,
@@ -28,22 +28,6 @@ from archsearch.search.space import (
 
 MAX_STEPS = 1_000_000  # grid points of one stepped range (Optuna's step arithmetic fails far beyond)
 MAX_POSITIONS = 256  # searched attention positions (more than any model has attention layers)
-
-
-def describe(value: Any) -> str:
-    """How ``value`` reads in a message: "nothing", "the boolean True", "int 3", "a list"."""
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return f"the boolean {value!r}"
-    if isinstance(value, int) and abs(value) >= 10**30:
-        return (
-            f"an integer of {len(str(abs(value))) if value.bit_length() < 14000 else 'thousands of'} digits"
-        )
-    if isinstance(value, (int, float, str)):
-        text = repr(value)
-        return f"{type(value).__name__} {text if len(text) <= 80 else text[:77] + '...'}"
-    return f"a {type(value).__name__}"
 
 
 def _mixer_names() -> list[str]:

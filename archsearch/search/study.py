@@ -10,7 +10,7 @@ import inspect
 import logging
 from typing import Any
 
-from archsearch.errors import BackendError, ConfigError, StudyError
+from archsearch.errors import BackendError, ConfigError, StudyError, describe
 from archsearch.search.liveness import quiet_experimental as _quiet_experimental
 from archsearch.search.storage import (  # noqa: F401 - the names other modules and tests import from here
     GRACE_PERIOD,
@@ -52,8 +52,6 @@ def check_study_name(
         or any(c in value for c in "/\\:")
         or any(not c.isprintable() or c.isspace() for c in value)
     ):
-        from archsearch.search.space_validate import describe
-
         raise ConfigError(
             f"expected a plain name (letters, digits, '-', '_', '.'; no spaces, slashes or '..'; at most "
             f"{MAX_NAME} characters), found {describe(value)}",
