@@ -1,5 +1,5 @@
-"""Lightning callbacks of a training run: divergence guard, throughput/MFU, periodic atomic checkpoints, faults, and
-a progress bar that does not wait for the GPU every step.
+"""Lightning callbacks of a training run: divergence guard, throughput/MFU, periodic atomic checkpoints and faults
+(the progress lines are ``archsearch.train.progress.StepProgress``).
 
 Each callback stands alone: they meet only through Lightning's hooks and the module's state (``last_loss``), so
 any of them can be left out or reordered.
@@ -14,7 +14,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import TQDMProgressBar
 
 from archsearch.train.config import DivergenceConfig, FaultInjection
 
@@ -322,18 +321,3 @@ class FaultInjector(pl.Callback):
     ) -> None:
         if self.faults.step_sleep_s:
             time.sleep(self.faults.step_sleep_s)
-
-
-class ProgressBar(TQDMProgressBar):
-    """Lightning's progress bar, redrawn every ``refresh_rate`` micro-batches, with the last training loss.
-
-    The loss is not logged with ``prog_bar=True``: Lightning turns progress-bar values into numbers after every
-    batch, which waits for the GPU each step; this bar reads the logged loss only when it redraws.
-    """
-
-    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
-        items = super().get_metrics(trainer, pl_module)
-        loss = trainer.callback_metrics.get("train/loss")
-        if torch.is_tensor(loss):
-            items["train/loss"] = float(loss)
-        return items

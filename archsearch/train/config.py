@@ -144,7 +144,7 @@ class TrainConfig:
     runs_dir: str = doc("runs", "directory of runs")
     resume: bool = doc(False, "continue from <run>/checkpoints/last.ckpt when it exists")
     overwrite: bool = doc(False, "start again in a run directory that holds a checkpoint")
-    quiet: bool = doc(False, "no progress bar or Lightning messages")
+    quiet: bool = doc(False, "no progress lines or Lightning messages")
 
     precision: str = doc(
         "auto",

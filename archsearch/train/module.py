@@ -100,8 +100,8 @@ class HybridLMModule(pl.LightningModule):
         self.batches_seen += 1
         self.last_loss = lm_loss.detach()
         loss = lm_loss + aux_loss
-        # not on the progress bar: Lightning converts progress-bar values to numbers every step (a host sync);
-        # the bar reads train/loss itself when it refreshes (callbacks.ProgressBar)
+        # not on Lightning's progress bar: it converts progress-bar values to numbers every step (a host sync);
+        # the progress lines read train/loss themselves, about 20 times a run (train.progress.StepProgress)
         self.log("train/loss", lm_loss, on_step=True)
         if has_aux:
             self.log("train/aux_loss", aux_loss, on_step=True)

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from archsearch.errors import BackendError, ConfigError
-from archsearch.train.callbacks import ProgressBar
 from archsearch.train.checkpoint_io import AtomicCheckpointIO
 from archsearch.train.config import TrainConfig
 
@@ -117,11 +116,10 @@ def make_trainer(
     cfg: TrainConfig, *, model: nn.Module, run_dir: Path, precision: str, callbacks: Sequence[pl.Callback]
 ) -> pl.Trainer:
     """The Trainer for ``cfg``: step-based validation every ``val_every`` optimizer steps, no sanity check, our
-    own gradient clipping (in the module) and checkpoint callback (Lightning's is off), and a progress bar that
-    redraws every ``log_every`` micro-batches (each redraw waits for the GPU)."""
+    own gradient clipping (in the module) and checkpoint callback (Lightning's is off), and no Lightning progress
+    bar: ``archsearch.train.progress.StepProgress`` reports by step on stderr, reading the loss (a wait for the GPU)
+    only for the lines it prints."""
     callbacks = list(callbacks)
-    if not cfg.quiet:
-        callbacks.append(ProgressBar(refresh_rate=cfg.log_every))
     return pl.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
