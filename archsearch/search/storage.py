@@ -27,6 +27,7 @@ MAX_RETRY = 2  # retries of a trial whose worker died (not of trials that raised
 # make a live trial look dead, so heartbeats use their own, shorter wait (HeartbeatStorage), and this long one is
 # for the writes that must not fail (telling a trial's result).
 SQLITE_TIMEOUT = 120
+FRESH_S = 5.0  # how long a study file younger than this may still be being created by another sweep
 
 _DRIVER_HINTS = {
     "psycopg2": "pip install psycopg2-binary (or pip install 'archsearch[postgres]')",
@@ -131,24 +132,39 @@ def check_sqlite_file(path: Path) -> None:
             f"{path}: an empty file where the study database should be (a sweep never leaves one empty: was the "
             "disk full?); restore it from a backup, or delete it to start a new study"
         )
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=SQLITE_TIMEOUT)
+    deadline = time.monotonic() + FRESH_S
+    while True:
         try:
-            con.execute("PRAGMA schema_version").fetchone()
-        finally:
-            con.close()
-    except sqlite3.DatabaseError as exc:
-        raise StudyError(
-            f"{path}: not a readable study database ({exc}); restore it or use another --study-name"
-        ) from None
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=SQLITE_TIMEOUT)
+            try:
+                con.execute("PRAGMA schema_version").fetchone()
+            finally:
+                con.close()
+            return
+        except sqlite3.DatabaseError as exc:
+            # A sweep starting at the same moment may still be writing the first pages: a file this young gets
+            # the same few seconds as an empty one before it is called damaged.
+            if _is_fresh(path) and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            raise StudyError(
+                f"{path}: not a readable study database ({exc}); restore it or use another --study-name"
+            ) from None
 
 
-def _stays_empty(path: Path, fresh_s: float = 5.0) -> bool:
+def _is_fresh(path: Path) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime <= FRESH_S
+    except OSError:
+        return False
+
+
+def _stays_empty(path: Path) -> bool:
     """Whether ``path`` is an empty file that nobody is filling: SQLite creates the file before it writes the first
     page, so a second sweep starting at the same moment sees 0 bytes for a while; an old empty file stays empty."""
-    deadline = time.monotonic() + fresh_s
+    deadline = time.monotonic() + FRESH_S
     while path.stat().st_size == 0:
-        if time.time() - path.stat().st_mtime > fresh_s or time.monotonic() > deadline:
+        if not _is_fresh(path) or time.monotonic() > deadline:
             return True
         time.sleep(0.2)
     return False
