@@ -85,7 +85,7 @@ class MemberRun:
         from archsearch.model.build import build_model
         from archsearch.model.presets import get_preset
         from archsearch.train.resolve import resolve_model_config, resolve_pattern, run_name
-        from archsearch.train.run import _seed
+        from archsearch.train.run import seed_all
 
         cfg = self.cfg
         base_model_cfg, preset_pattern = get_preset(cfg.preset)
@@ -95,7 +95,7 @@ class MemberRun:
         cfg.fault_injection = cfg.fault_injection.for_run(cfg.name)
         self.run_dir = cfg.run_dir()
         self.checkpoint_path = self._existing_checkpoint()
-        _seed(cfg.seed)
+        seed_all(cfg.seed)
         self.datamodule = make_datamodule(
             cfg.data,
             cfg.tasks,
@@ -138,14 +138,14 @@ class MemberRun:
     def load_checkpoint(self) -> dict[str, Any]:
         """The checkpoint to resume (checked against this member's pattern and model config); restores the data
         position, guard and history. The caller turns its weights and moments into :attr:`state`."""
-        from archsearch.train.run import _unreadable_checkpoint
+        from archsearch.train.run import unreadable_checkpoint
 
         path = self.checkpoint_path
         assert path is not None
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001  (any unreadable file is the same user-facing problem)
-            raise _unreadable_checkpoint(path, exc) from None
+            raise unreadable_checkpoint(path, exc) from None
         saved = ckpt.get("archsearch", {})
         if saved.get("pattern") not in (None, self.pattern_text):
             raise ConfigError(

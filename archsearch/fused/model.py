@@ -30,7 +30,7 @@ from archsearch.fused.layers import (
 )
 from archsearch.layers.mamba2 import Mamba2Dims
 from archsearch.model.config import ModelConfig
-from archsearch.model.hybrid_lm import CE_CHUNK_ELEMS, IGNORE_INDEX, _compute_dtype
+from archsearch.model.hybrid_lm import CE_CHUNK_ELEMS, IGNORE_INDEX, autocast_dtype
 from archsearch.pattern.parser import parse
 from archsearch.pattern.pattern import Layer, Pattern, layer_positions
 
@@ -193,7 +193,7 @@ class FusedLM(nn.Module):
     # ---- forward ------------------------------------------------------------------------------------------------
     def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Final-normalised hidden states (K, B, T, D) in the compute dtype for token ids (K, B, T)."""
-        compute_dtype = _compute_dtype(input_ids.device.type, self.flat.dtype)
+        compute_dtype = autocast_dtype(input_ids.device.type, self.flat.dtype)
         fp32, compiled = self.cfg.residual_in_fp32, self.compile_norm and input_ids.is_cuda
         out, residual = self.embedding(input_ids), None
         for block in self.layers:

@@ -186,7 +186,7 @@ class _FusedJob:
         return [m.summary for m in self.members]
 
     def _setup(self) -> None:
-        from archsearch.train.run import _device_name, _peak_flops, _train_flops_per_token
+        from archsearch.train.run import device_name, peak_flops, train_flops_per_token
         from archsearch.train.trainer import resolve_precision
 
         cfg = self.cfg
@@ -235,9 +235,9 @@ class _FusedJob:
             )
         self.layout = layout_of(self.model_cfg, pattern)
         self.ordinary = OrdinaryOptimizer(self.layout, self.model_cfg, pattern, self.device.type)
-        self.flops_per_token = _train_flops_per_token(pattern, self.model_cfg, cfg.seq_len)
-        self.peak_flops = _peak_flops(cfg.card, precision)
-        self.device_name = _device_name(self.device.type)
+        self.flops_per_token = train_flops_per_token(pattern, self.model_cfg, cfg.seq_len)
+        self.peak_flops = peak_flops(cfg.card, precision)
+        self.device_name = device_name(self.device.type)
         embedding = math.prod(self.layout.shapes[self.layout.names.index("embedding.weight")])
         self.params = (self.layout.size, self.layout.size - embedding)  # as HybridLM.num_params counts them
         for m in self.members:
@@ -500,7 +500,7 @@ class _FusedJob:
         write_member(m.ckpt_file, payload)
 
     def _callbacks(self, group: list[MemberRun]) -> None:
-        from archsearch.train.run import _is_pruned
+        from archsearch.train.run import is_pruned
 
         for m in group:
             if not m.running or not m.callbacks or not m.val_history or m.val_history[-1][0] != m.step:
@@ -512,7 +512,7 @@ class _FusedJob:
                     if hook is not None:
                         hook(trainer, module)
             except Exception as exc:  # noqa: BLE001  (one member's callback must not stop the others)
-                if _is_pruned(exc):
+                if is_pruned(exc):
                     m.finish("pruned", str(exc) or "pruned by the sweep", self._extra())
                 else:
                     log.warning(

@@ -137,7 +137,7 @@ class HybridLM(nn.Module):
         for module in self._aux_modules:
             module.aux_loss = None
         param_dtype = self.embedding.weight.dtype
-        compute_dtype = _compute_dtype(input_ids.device.type, param_dtype)
+        compute_dtype = autocast_dtype(input_ids.device.type, param_dtype)
         impl = self._add_norm_impl(input_ids)
         out, residual = self.embedding(input_ids), None  # (B, T, D)
         for block in self.layers:
@@ -256,7 +256,7 @@ class HybridLM(nn.Module):
         if not static and cache.seqlen_offset >= cache.max_seqlen:
             raise ConfigError(f"decode cache is full: max_seqlen {cache.max_seqlen} tokens already used")
         param_dtype = self.embedding.weight.dtype
-        compute_dtype = _compute_dtype(input_ids.device.type, param_dtype)
+        compute_dtype = autocast_dtype(input_ids.device.type, param_dtype)
         impl = self._add_norm_impl(input_ids, decode=True)
         out, residual = self.embedding(input_ids), None  # (B, 1, D)
         with static_step() if static else contextlib.nullcontext():  # compiled glue in the graph form only
@@ -305,7 +305,7 @@ def _reinit_modules(root: nn.Module, prefix: str = ""):
         yield from _reinit_modules(child, full + ".")
 
 
-def _compute_dtype(device_type: str, param_dtype: torch.dtype) -> torch.dtype:
+def autocast_dtype(device_type: str, param_dtype: torch.dtype) -> torch.dtype:
     if device_type in ("cuda", "cpu", "xpu", "mps") and torch.is_autocast_enabled(device_type):
         return torch.get_autocast_dtype(device_type)
     return param_dtype

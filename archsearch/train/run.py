@@ -119,7 +119,7 @@ class _Run:
         ckpt_dir = run_dir / "checkpoints"
         ckpt_path = self._existing_checkpoint(ckpt_dir)
 
-        _seed(cfg.seed)
+        seed_all(cfg.seed)
         dm = make_datamodule(
             cfg.data,
             cfg.tasks,
@@ -167,8 +167,8 @@ class _Run:
         self.tokens_per_step = tokens_per_step
         self.throughput = TokenThroughput(
             tokens_per_step,
-            _train_flops_per_token(pattern, model_cfg, cfg.seq_len),
-            _peak_flops(cfg.card, precision),
+            train_flops_per_token(pattern, model_cfg, cfg.seq_len),
+            peak_flops(cfg.card, precision),
             cfg.log_every,
         )
         own: list[pl.Callback] = []
@@ -219,7 +219,7 @@ class _Run:
         try:
             ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as exc:  # noqa: BLE001  (any unreadable file is the same user-facing problem)
-            raise _unreadable_checkpoint(ckpt_path, exc) from None
+            raise unreadable_checkpoint(ckpt_path, exc) from None
         saved = ckpt.get(CKPT_KEY, {})
         if saved.get("pattern") not in (None, self.pattern_text):
             raise ConfigError(
@@ -271,7 +271,7 @@ class _Run:
         except Diverged as exc:
             status, reason = "diverged", exc.reason
         except BaseException as exc:
-            if _is_pruned(exc):
+            if is_pruned(exc):
                 self._finish("pruned", str(exc) or "pruned by the sweep")
                 raise
             if isinstance(exc, torch.OutOfMemoryError):
@@ -348,14 +348,14 @@ class _Run:
             "metrics": metrics,
             "val_history": [[s, _num(v)] for s, v in module.val_history],
             "precision": self.precision,
-            "device": _device_name(self.throughput.device_type),
+            "device": device_name(self.throughput.device_type),
             "resumed_from_step": self.resumed_from,
             "checkpoint": str(ckpt) if ckpt is not None else None,
         }
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------------
-def _seed(seed: int) -> None:
+def seed_all(seed: int) -> None:
     import random
 
     import numpy as np
@@ -369,7 +369,7 @@ def _rank_zero() -> bool:
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
-def _is_pruned(exc: BaseException) -> bool:
+def is_pruned(exc: BaseException) -> bool:
     if "optuna" not in sys.modules:
         return False
     import optuna
@@ -377,7 +377,7 @@ def _is_pruned(exc: BaseException) -> bool:
     return isinstance(exc, optuna.TrialPruned)
 
 
-def _unreadable_checkpoint(path: Path, exc: BaseException) -> StudyError:
+def unreadable_checkpoint(path: Path, exc: BaseException) -> StudyError:
     """One line naming the file: a refused pickled object, or a truncated/corrupt file (torch's own messages span
     many lines and suggest ``weights_only=False``, which would run code from the file)."""
     import pickle
@@ -445,7 +445,7 @@ def _checkpoint_step(path: Path) -> int | None:
         return None
 
 
-def _train_flops_per_token(pattern: Any, model_cfg: Any, seq_len: int) -> float | None:
+def train_flops_per_token(pattern: Any, model_cfg: Any, seq_len: int) -> float | None:
     try:
         from archsearch.cost import estimate
 
@@ -455,7 +455,7 @@ def _train_flops_per_token(pattern: Any, model_cfg: Any, seq_len: int) -> float 
         return None
 
 
-def _peak_flops(card: str, precision: str) -> float | None:
+def peak_flops(card: str, precision: str) -> float | None:
     """The card's dense peak for the run's compute dtype (bf16/fp16 tensor cores; fp32 without TF32: 67 TFLOP/s
     on H100-class cards, scaled by the same bf16 ratio elsewhere)."""
     if not torch.cuda.is_available():
@@ -466,7 +466,7 @@ def _peak_flops(card: str, precision: str) -> float | None:
     return peak if precision.startswith(("bf16", "16")) else peak * 67 / 989
 
 
-def _device_name(device_type: str) -> str:
+def device_name(device_type: str) -> str:
     """The card's name when training ran on CUDA (the module is back on the CPU after fit), else the type."""
     if device_type == "cuda" and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.cuda.current_device())
