@@ -23,7 +23,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "archsearch"
 # Pipeline order: a subpackage may import itself and the ones before it. The top-level package (its version) and
 # errors.py come first; __main__ last, with the CLI.
 LAYERS = [
-    ["archsearch", "errors", "yamlfile"],  # yamlfile: bounded YAML reading, for train/ and search/
+    ["archsearch", "errors", "yamlfile", "config_load"],  # yamlfile: bounded YAML reading; config_load: the loader
     ["stats"],  # statistics of replicates: NumPy only, read by search/ (analysis:) and viz/
     ["pattern"],
     ["layers"],

@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from archsearch.config_load import from_mapping
 from archsearch.errors import ConfigError, did_you_mean
 from archsearch.pattern import registry
 
@@ -60,8 +61,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "model config") -> ModelConfig:
-        """Build from a (possibly partial, possibly nested) dict, refusing unknown keys with a hint."""
-        return _from_dict(cls, data, source, prefix="")
+        """Build from a (possibly partial, possibly nested) dict, refusing unknown keys (with a hint) and values of
+        the wrong type (:func:`archsearch.config_load.from_mapping`)."""
+        return from_mapping(cls, data, source)
 
     def replace(self, **overrides: Any) -> ModelConfig:
         """A copy with dotted-key overrides, e.g. ``replace(**{"attention.n_heads": 4, "d_model": 256})``."""
@@ -77,25 +79,3 @@ class ModelConfig:
                 raise ConfigError(f"unknown model option {key!r}", hint=did_you_mean(parts[-1], node))
             node[parts[-1]] = value
         return type(self).from_dict(data)
-
-
-def _from_dict(cls: type, data: dict[str, Any], source: str, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"expected a mapping, found {type(data).__name__}", source, prefix.rstrip(".") or None
-        )
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in fields:
-            raise ConfigError(
-                f"unknown key {key!r}", source, f"{prefix}{key}", hint=did_you_mean(str(key), fields)
-            )
-        default = (
-            fields[key].default_factory() if fields[key].default_factory is not dataclasses.MISSING else None
-        )
-        if dataclasses.is_dataclass(default):
-            kwargs[key] = _from_dict(type(default), value or {}, source, f"{prefix}{key}.")
-        else:
-            kwargs[key] = value
-    return cls(**kwargs)

@@ -293,18 +293,14 @@ def resolve_space_path(path: str | Path) -> Path:
 
 def space_from_dict(data: Any, *, source: str = "search space", default_study: str = "study") -> SearchSpace:
     """Validate a parsed space file (see ``load_space``)."""
+    from archsearch.config_load import check_keys
     from archsearch.errors import describe
     from archsearch.search.space_rules import check_combinations, check_model_and_train
     from archsearch.search.space_validate import Validator
 
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping of settings at the top level, found {describe(data)}", source)
-    fields = {f.name for f in dataclasses.fields(SearchSpace)} - {"source"}
-    for key in data:
-        if key not in fields:
-            raise ConfigError(
-                f"unknown key {key!r}", source, str(key), hint=did_you_mean(str(key), sorted(fields))
-            )
+    check_keys(data, {f.name for f in dataclasses.fields(SearchSpace)} - {"source"}, source)
     v = Validator(source)
     d = data
     sp = SearchSpace(study=v.name(d.get("study", default_study), "study"), source=source)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from archsearch.config_load import from_mapping
 from archsearch.errors import ConfigError, did_you_mean
 
 
@@ -73,7 +72,7 @@ class FaultInjection:
         """
         own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "by_run"}
         override = self.by_run.get(name or "", {})
-        return _from_mapping(
+        return from_mapping(
             FaultInjection, {**own, **override}, "TrainConfig", f"fault_injection.by_run.{name}."
         )
 
@@ -173,9 +172,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.divergence, dict):
-            self.divergence = _from_mapping(DivergenceConfig, self.divergence, "TrainConfig", "divergence.")
+            self.divergence = from_mapping(DivergenceConfig, self.divergence, "TrainConfig", "divergence.")
         if isinstance(self.fault_injection, dict):
-            self.fault_injection = _from_mapping(
+            self.fault_injection = from_mapping(
                 FaultInjection, self.fault_injection, "TrainConfig", "fault_injection."
             )
         if isinstance(self.betas, list):
@@ -211,7 +210,7 @@ class TrainConfig:
         Raises:
             ConfigError: an unknown key (with "did you mean"), or a value of the wrong type, naming ``source``.
         """
-        cfg = _from_mapping(cls, data, source, "")
+        cfg = from_mapping(cls, data, source, "")
         cfg.validate(source)
         return cfg
 
@@ -319,91 +318,3 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping of options, found {type(data).__name__}", str(path))
     return data
-
-
-# ---- typed construction from mappings -------------------------------------------------------------------------
-def _from_mapping(cls: type, data: Any, source: str, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"expected a mapping, found {type(data).__name__}", source, prefix.rstrip(".") or None
-        )
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in fields:
-            raise ConfigError(
-                f"unknown key {key!r}", source, f"{prefix}{key}", hint=did_you_mean(str(key), fields)
-            )
-        kwargs[key] = _coerce(value, hints[key], source, f"{prefix}{key}")
-    return cls(**kwargs)
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " or ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (types.UnionType, typing.Union):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return "null"
-    if origin is not None:
-        return getattr(origin, "__name__", str(origin))
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
-    """``value`` checked against the annotation ``tp`` (ints accepted for floats, never bools for numbers)."""
-    origin = typing.get_origin(tp)
-    if origin in (types.UnionType, typing.Union):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        if len(options) == 1:  # X | None: X's own, more precise message
-            return _coerce(value, options[0], source, key)
-        for arg in options:
-            try:
-                return _coerce(value, arg, source, key)
-            except ConfigError:
-                continue
-        raise ConfigError(f"expected {_type_name(tp)}, found {value!r}", source, key)
-    if tp is type(None):
-        if value is None:
-            return None
-    elif origin is Literal:
-        if value in typing.get_args(tp) and not isinstance(value, bool):
-            return value
-        choices = [str(a) for a in typing.get_args(tp)]
-        raise ConfigError(
-            f"expected {_type_name(tp)}, found {value!r}", source, key, hint=did_you_mean(str(value), choices)
-        )
-    elif dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        return _from_mapping(tp, value if value is not None else {}, source, key + ".")
-    elif tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    elif origin is dict:
-        if isinstance(value, dict):
-            _, vtype = typing.get_args(tp)
-            return {str(k): _coerce(v, vtype, source, f"{key}.{k}") for k, v in value.items()}
-    elif origin is tuple:
-        args = typing.get_args(tp)
-        if isinstance(value, list | tuple) and len(value) == len(args):
-            return tuple(
-                _coerce(v, a, source, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
-            )
-    elif tp is Any:
-        return value
-    raise ConfigError(f"expected {_type_name(tp)}, found {value!r}", source, key)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Any
 
+from archsearch.config_load import flatten
 from archsearch.errors import ConfigError
 from archsearch.model.config import ModelConfig
 from archsearch.pattern.pattern import Pattern
@@ -36,17 +36,6 @@ def resolve_pattern(cfg: TrainConfig, preset_pattern: str | None) -> Pattern:
             f"preset {cfg.preset!r} has no default pattern", key="pattern", hint="give --pattern or --layers"
         )
     return parse(preset_pattern)
-
-
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"attention": {"n_heads": 4}}`` -> ``{"attention.n_heads": 4}`` (dotted keys pass through)."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def resolve_model_config(
