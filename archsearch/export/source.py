@@ -1,9 +1,10 @@
-"""Where an export's model comes from: a study trial's run directory, or a plain run directory.
+"""Where an export's model comes from: a study trial, or a plain run directory.
 
-A trial's model is read from its run's ``config.yaml`` (written by training: the canonical ``pattern``, the
-``preset`` and the resolved ``model`` dict). When the run directory is gone, the trial is re-planned from its
-parameters and the study's search space exactly as the sweep planned it, and checked against the pattern the trial
-recorded.
+A trial's model is the resolved training config the sweep stored with it (user attribute ``config``: the canonical
+``pattern``, the ``preset`` and the whole ``model``). Trials of older sweeps, which did not store it, are read from
+their run's ``config.yaml`` (written by training, same keys); when that is gone too, the trial is re-planned from
+its parameters and the study's search space exactly as the sweep planned it, and checked against the pattern the
+trial recorded.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from archsearch.config_load import merge
 from archsearch.errors import ArchsearchError, ConfigError, StudyError
 from archsearch.model.config import ModelConfig
 from archsearch.viz import STORAGE_FILES, StudyRecords, TrialRecord, load_records
@@ -58,12 +60,16 @@ def read_run_config(run_dir: str | Path) -> ExportSource:
         raise StudyError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(data, dict) or not data.get("pattern"):
         raise StudyError(f"{path}: expected a training config with a 'pattern' key")
-    model = _model_from(data, str(path))
+    return _config_source(data, str(path), f"run {Path(run_dir)}")
+
+
+def _config_source(data: dict[str, Any], source: str, origin: str) -> ExportSource:
+    """The model of a training config (a run's config.yaml or a trial's stored config) with a ``pattern``."""
     seq = data.get("seq_len")
     return ExportSource(
         pattern=str(data["pattern"]),
-        model=model,
-        origin=f"run {Path(run_dir)}",
+        model=_model_from(data, source),
+        origin=origin,
         seq_len=int(seq) if isinstance(seq, int) else None,
         train=data,
     )
@@ -81,14 +87,7 @@ def _model_from(data: dict[str, Any], source: str) -> ModelConfig:
         base = get_preset(str(preset))[0].to_dict()
     else:
         base = ModelConfig().to_dict()
-    return ModelConfig.from_dict(_merge(base, over), source=source)
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+    return ModelConfig.from_dict(merge(base, over), source=source)
 
 
 def pick_trial(records: StudyRecords, which: str | int = "best", objective: str | None = None) -> TrialRecord:
@@ -117,11 +116,20 @@ def pick_trial(records: StudyRecords, which: str | int = "best", objective: str 
 def trial_source(
     records: StudyRecords, trial: TrialRecord, study_dir: str | Path | None = None
 ) -> ExportSource:
-    """The model of one trial: its run's config.yaml, else re-planned from the study's search space.
+    """The model of one trial: the config the sweep stored with it, else (a trial of an older sweep) its run's
+    config.yaml, else re-planned from the study's search space.
 
     Raises:
-        StudyError: neither works (the message names the missing config file).
+        StudyError: none of these works (the message names the missing config file).
     """
+    if trial.config is not None:  # resolved once by the sweep: no re-allocation, no budget re-fit
+        where = f"trial {trial.number} of study {records.name!r}"
+        # a reused trial never ran under its own name: its twin's run holds the result
+        run = trial.config.get("name") if trial.attrs.get("duplicate_of") is None else None
+        origin = f"{where} (its stored config{f', run {run}' if run else ''})"
+        src = _config_source(trial.config, f"{where}: stored config", origin)
+        src.trial = trial
+        return src
     candidates = []
     if trial.run_dir:
         candidates.append(Path(trial.run_dir))

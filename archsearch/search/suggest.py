@@ -15,6 +15,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from archsearch.config_load import merge
 from archsearch.errors import ArchsearchError, ConfigError
 from archsearch.search.space import Dimension, SearchSpace, _mixer_dims
 
@@ -109,7 +110,9 @@ def trial_config(
 ) -> Any:
     """The ``TrainConfig`` a trial trains: the space's fixed settings, its ``train:`` keys, then the trial's own.
 
-    The sweep alone decides where the run goes (``name``, ``runs_dir``) and whether it resumes; a space file may not
+    Its ``model`` is the plan's whole resolved ``ModelConfig`` (budget fit and the data's vocabulary included), so
+    training, and everything that reads the trial's stored config (:func:`stored_config`), uses the model as planned
+    here, without re-deriving it. The sweep alone decides where the run goes (``name``, ``runs_dir``) and whether it resumes; a space file may not
     set those keys (the space validation refuses them).
 
     Raises:
@@ -117,12 +120,10 @@ def trial_config(
     """
     from archsearch.train.config import TrainConfig
 
-    model = plan.model.to_dict()
-    model.pop("vocab_size", None)  # the data decides the vocabulary
     data: dict[str, Any] = {
         "pattern": str(plan.pattern),
         "preset": space.preset,
-        "model": model,
+        "model": plan.model.to_dict(),
         "data": space.data,
         "tasks": space.tasks,
         "seq_len": space.seq_len,
@@ -139,6 +140,16 @@ def trial_config(
     # a retry of a trial whose worker died (or that was interrupted) continues from that run's last checkpoint
     data.update(name=name, runs_dir=runs_dir, quiet=True, resume=resume, overwrite=not resume)
     return TrainConfig.from_dict(data, source=f"{space.source} ({name})")
+
+
+CONFIG_ATTR = "config"  # the trial user attribute that holds its resolved training config
+
+
+def stored_config(cfg: Any) -> dict[str, Any]:
+    """The trial's resolved ``TrainConfig`` as plain JSON data, stored as its ``config`` user attribute before it
+    trains (the storage keeps it when run directories are moved or deleted); ``TrainConfig.from_dict`` reads it
+    back."""
+    return cfg.to_dict()
 
 
 def _allocate(values: dict[str, Any], space: SearchSpace, placement_seed: int | None) -> Any:
@@ -176,7 +187,7 @@ def _model_config(values: dict[str, Any], space: SearchSpace, pattern: Any) -> A
     from archsearch.model.presets import get_preset
 
     base, _ = get_preset(space.preset)
-    data = _merge(base.to_dict(), space.model)
+    data = merge(base.to_dict(), space.model)
     data["vocab_size"] = data_vocab_size(
         space.data, tuple(sorted((space.tasks or {}).items())), space.seq_len, _data_options(space)
     )
@@ -218,13 +229,6 @@ def _data_options(space: SearchSpace) -> str:
     options = (space.train or {}).get("data_options") or {}
     keep = ("tokenizer", "vocab_size", "task_options")
     return json.dumps({k: options[k] for k in keep if k in options}, sort_keys=True)
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 # ---- up-front checks ----------------------------------------------------------------------------------------------

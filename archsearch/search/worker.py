@@ -283,7 +283,7 @@ class Worker:
     def _run(self, trial: Any, root: int | None) -> Any:
         from archsearch.search.cost_attrs import trial_attrs
         from archsearch.search.identity import identify
-        from archsearch.search.suggest import plan_trial, trial_config
+        from archsearch.search.suggest import CONFIG_ATTR, plan_trial, stored_config, trial_config
 
         job, space = self.job, self.job.space
         if self._slots_before(trial.number) >= job.n_trials:
@@ -301,7 +301,8 @@ class Worker:
             ident = identify(plan, cfg, space)
         except ArchsearchError as exc:
             raise TrialFailed(exc.render().splitlines()[0]) from None
-        for key, value in {**attrs, **ident.attrs()}.items():
+        # the config is resolved once, here: training, report, plots and export read this one
+        for key, value in {**attrs, **ident.attrs(), CONFIG_ATTR: stored_config(cfg)}.items():
             trial.set_user_attr(key, value)
         twin = self._settle(trial, ident.setting, (number, trial.number))
         if twin is not None:

@@ -111,6 +111,13 @@ class TrialRecord:
         return str(r) if r else None
 
     @property
+    def config(self) -> dict[str, Any] | None:
+        """The resolved training config the sweep stored with the trial (a ``TrainConfig`` dict: ``pattern``,
+        the whole ``model``, ``seq_len`` ...); None for trials of older sweeps, which did not store it."""
+        c = self.attrs.get("config")
+        return c if isinstance(c, dict) and c.get("pattern") else None
+
+    @property
     def status_reason(self) -> str | None:
         r = self.attrs.get("status_reason")
         return str(r) if r else None

@@ -111,3 +111,35 @@ def test_a_moved_sweep_finds_its_runs_under_trials(tmp_path: Path):
     src = load_source(study_dir, 0)
     assert "re-planned" not in src.origin and "trial-0000" in src.origin
     assert src.train["name"] == "trial-0000" and src.pattern == src.trial.pattern
+
+
+def test_a_trial_exports_the_config_the_sweep_stored(tmp_path: Path, monkeypatch):
+    """A trial with a stored config is exported from it: no run directory, no re-planning (no allocation and no
+    budget fit); a trial of an older sweep, without one, still falls back to re-planning."""
+    from archsearch.export import source as source_mod
+    from archsearch.search.space import load_space
+    from archsearch.search.suggest import plan_trial, stored_config, trial_config
+
+    root = Path(__file__).parents[2]
+    space = load_space(root / "search_spaces" / "quickstart.yaml", check_build=False)
+    study = optuna.create_study(study_name="st", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    study.set_user_attr("space", space.to_dict())
+    study.set_user_attr("objectives", [{"name": "val_loss", "direction": "minimize"}])
+    plans = []
+    for value, store in ((1.0, True), (2.0, False)):
+        trial = study.ask()
+        plan = plan_trial(trial, space, placement_seed=space.seed + trial.number)
+        plans.append(plan)
+        trial.set_user_attr("pattern", str(plan.pattern))
+        trial.set_user_attr("run_dir", str(tmp_path / "gone"))
+        if store:
+            cfg = trial_config(plan, space, name=f"trial-{trial.number:04d}", runs_dir=str(tmp_path))
+            trial.set_user_attr("config", stored_config(cfg))
+        study.tell(trial, value)
+    replanned, original = [], source_mod.replan
+    monkeypatch.setattr(source_mod, "replan", lambda rec, t: replanned.append(t.number) or original(rec, t))
+    src = load_source(tmp_path / "study.db", "best")
+    assert src.trial.number == 0 and src.pattern == str(plans[0].pattern) and src.model == plans[0].model
+    assert "its stored config" in src.origin and src.seq_len == space.seq_len and replanned == []
+    old = load_source(tmp_path / "study.db", 1)  # no stored config: re-planned as before
+    assert old.model == plans[1].model and replanned == [1]

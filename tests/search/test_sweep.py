@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from archsearch.search import run_sweep
@@ -50,6 +52,9 @@ def test_single_worker_sweep_records_everything(write_space, tmp_path):
     for t in _finished(study):  # what the statistics group by
         assert t.user_attrs["arch"] == t.user_attrs["pattern"] and t.user_attrs["seed"] == 0
         assert t.user_attrs["lr"] == pytest.approx(3e-3) and len(t.user_attrs["setting"]) == 12
+        # the config resolved once and stored with the trial is the one training ran (its run's config.yaml)
+        ran = yaml.safe_load((Path(t.user_attrs["run_dir"]) / "config.yaml").read_text())
+        assert t.user_attrs["config"]["model"] == ran["model"] and t.user_attrs["config"]["pattern"] == ran["pattern"]
     assert study.user_attrs["space"]["space"]["layers"] == 4
     assert study.user_attrs["space_file"].endswith("tiny.yaml") and "archsearch_version" in study.user_attrs
     best = result.best[0]
