@@ -54,7 +54,8 @@ def test_single_worker_sweep_records_everything(write_space, tmp_path):
         assert t.user_attrs["lr"] == pytest.approx(3e-3) and len(t.user_attrs["setting"]) == 12
         # the config resolved once and stored with the trial is the one training ran (its run's config.yaml)
         ran = yaml.safe_load((Path(t.user_attrs["run_dir"]) / "config.yaml").read_text())
-        assert t.user_attrs["config"]["model"] == ran["model"] and t.user_attrs["config"]["pattern"] == ran["pattern"]
+        stored = t.user_attrs["config"]
+        assert stored["model"] == ran["model"] and stored["pattern"] == ran["pattern"]
     assert study.user_attrs["space"]["space"]["layers"] == 4
     assert study.user_attrs["space_file"].endswith("tiny.yaml") and "archsearch_version" in study.user_attrs
     best = result.best[0]
