@@ -78,4 +78,5 @@ class ModelConfig:
             if parts[-1] not in node:
                 raise ConfigError(f"unknown model option {key!r}", hint=did_you_mean(parts[-1], node))
             node[parts[-1]] = value
-        return type(self).from_dict(data)
+        # a value of the wrong type is named as the model option it is (``model.mamba2.init``)
+        return from_mapping(type(self), data, "model options", "model.")

@@ -55,9 +55,8 @@ def resolve_model_config(
     try:
         mcfg = base.replace(**overrides) if overrides else base
     except ConfigError as exc:
-        raise ConfigError(
-            exc.message, "model options", f"model.{exc.key or ''}".rstrip("."), exc.hint
-        ) from None
+        key = exc.key if (exc.key or "").startswith("model.") else f"model.{exc.key or ''}".rstrip(".")
+        raise ConfigError(exc.message, "model options", key, exc.hint) from None
     if mcfg.max_seq_len < cfg.seq_len:
         mcfg = mcfg.replace(max_seq_len=cfg.seq_len)
     if cfg.target_params is not None:
