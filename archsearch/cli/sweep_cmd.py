@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from archsearch.search.sharing import parse_workers_per_gpu
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -29,7 +31,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="distinct settings to finish (COMPLETE or PRUNED) in total (default: the file's n_trials)",
     )
     p.add_argument(
-        "--workers", type=int, default=1, help="local worker processes (one GPU each when there are GPUs)"
+        "--workers",
+        type=int,
+        default=None,
+        help="local worker processes in all, dealt round robin over the GPUs (default: --workers-per-gpu on each "
+        "GPU, else 1)",
+    )
+    p.add_argument(
+        "--workers-per-gpu",
+        type=parse_workers_per_gpu,
+        default=None,
+        metavar="N|auto",
+        help="workers sharing each visible GPU (default auto: from the largest trial's memory plan, the cards' free "
+        "memory and the CPU cores; see docs/search.md); ignored without GPUs",
     )
     p.add_argument(
         "--storage",
@@ -72,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         args.space,
         n_trials=args.n_trials,
         workers=args.workers,
+        workers_per_gpu=args.workers_per_gpu,
         storage=args.storage,
         study_name=args.study_name,
         runs_dir=args.runs_dir,
@@ -91,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
             "tally": result.tally,
             "objectives": result.objectives,
             "best": result.best,
+            "usage": result.usage,
         }
         print(json.dumps(out, indent=2, default=str))
     else:

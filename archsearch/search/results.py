@@ -23,6 +23,8 @@ class SweepResult:
         n_trials: the target (the request, capped at the number of distinct settings of a finite space).
         requested: what was asked for.
         stop_reason: "done", or why the sweep stopped short.
+        usage: this session's workers, how they shared the GPUs, the cards' utilisation and the tokens/s its trials
+            trained together (``archsearch.search.gpu_usage``); None for a summary of an existing study.
     """
 
     study_name: str
@@ -35,6 +37,7 @@ class SweepResult:
     tally: dict[str, int] = field(default_factory=dict)
     requested: int | None = None
     stop_reason: str = "done"
+    usage: dict[str, Any] | None = None
 
     @property
     def done(self) -> bool:
@@ -85,10 +88,12 @@ def best_trials(study: Any, space: SearchSpace) -> list[Any]:
 
 def format_result(result: SweepResult) -> str:
     """The text the CLI prints to stdout."""
+    from archsearch.search.gpu_usage import usage_lines
     from archsearch.search.study import redact_url
 
     c = Counts(**result.tally) if result.tally else count([])
     lines = [f"study {result.study_name} ({redact_url(result.storage_url)}): {c.line(result.n_trials)}"]
+    lines += usage_lines(result.usage or {})
     if not result.best:
         lines.append("no trial completed")
         return "\n".join(lines)

@@ -1,8 +1,11 @@
 """Run a sweep: check every input before writing anything, create or resume the study, run local workers, report.
 
 Several machines join one study by running the same command with the same ``--storage`` URL and ``--study-name``;
-``--workers N`` starts N local worker processes (spawned; one GPU each when there are GPUs). The result says whether
-the sweep got its ``n_trials`` (``done``) or why it stopped short, with the counts.
+``--workers N`` starts N local worker processes (spawned; dealt round robin over the GPUs when there are GPUs); on a
+machine with GPUs, ``--workers-per-gpu N|auto`` (auto is the default when ``--workers`` is not given) puts several
+workers on each card (:mod:`archsearch.search.sharing` says how auto chooses), and the sweep samples the cards'
+utilisation and memory while it runs (:mod:`archsearch.search.gpu_usage`). The result says whether the sweep got its
+``n_trials`` (``done``) or why it stopped short, with the counts, and how busy the cards were.
 """
 
 from __future__ import annotations
@@ -13,15 +16,17 @@ import os
 import signal
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from archsearch.errors import ArchsearchError, ConfigError, StudyError
 from archsearch.search.accounting import count
+from archsearch.search.gpu_usage import GpuMonitor, record_session, together, trial_spans, usage_lines
 from archsearch.search.progress import duration, setup_logging
 from archsearch.search.results import SweepResult, load_result, summarize  # noqa: F401 - load_result: public here too
+from archsearch.search.sharing import FLAG, Card, assign_devices, check_workers_per_gpu, plan_sharing
 from archsearch.search.space import SEED_RANGE, SearchSpace, load_space
 from archsearch.search.worker import WorkerJob, quiet_optuna, verdict, worker_main
 
@@ -36,7 +41,8 @@ def run_sweep(
     space: str | Path | SearchSpace,
     *,
     n_trials: int | None = None,
-    workers: int = 1,
+    workers: int | None = None,
+    workers_per_gpu: int | str | None = None,
     storage: str | None = None,
     study_name: str | None = None,
     runs_dir: str | Path = "runs",
@@ -51,7 +57,10 @@ def run_sweep(
     Args:
         space: a space file or a shipped space's name (validated in full first), or a validated ``SearchSpace``.
         n_trials: settings to finish in total (already finished ones count); default the space's ``n_trials``.
-        workers: local worker processes.
+        workers: local worker processes (default: ``workers_per_gpu`` per visible GPU, else 1).
+        workers_per_gpu: workers sharing each visible GPU, or ``"auto"`` (the default with GPUs when ``workers`` is
+            not given): chosen from the largest trial's memory plan, the cards' free memory and the CPU cores.
+            Without GPUs it is ignored (said on stderr).
         storage: a database URL; default SQLite at ``<runs_dir>/<study>/study.db``.
         study_name: default the space's ``study`` (its file name).
         runs_dir: where ``<study>/`` (storage, trial runs) goes.
@@ -71,9 +80,14 @@ def run_sweep(
     space = _checked_space(space, data=data, seed=seed)
     n_trials = _positive(n_trials, "--n-trials")
     max_failures = _positive(max_failures, "--max-failures")
-    if not 1 <= workers <= MAX_WORKERS:
+    if workers is not None and not 1 <= workers <= MAX_WORKERS:
         raise ConfigError(
             f"expected 1 to {MAX_WORKERS} workers, found {workers}", "command line", "--workers"
+        )
+    workers_per_gpu = check_workers_per_gpu(workers_per_gpu)
+    if workers is not None and workers_per_gpu is not None:
+        raise ConfigError(
+            "give --workers (in all) or --workers-per-gpu (on each GPU), not both", "command line", FLAG
         )
     interval = _positive(heartbeat_interval, "heartbeat_interval") or space.heartbeat_interval
     grace = _positive(grace_period, "grace_period") or space.grace_period
@@ -89,6 +103,7 @@ def run_sweep(
     _check_writable(study_dir)
     setup_logging()
     quiet_optuna()
+    workers, sharing = _decide_workers(space, workers, workers_per_gpu)
     study, url = _open_study(space, study_dir, storage, study_name)
     requested = n_trials or space.n_trials
     settings = _settings(space)
@@ -110,14 +125,18 @@ def run_sweep(
         threads=max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None,
         settings=settings,
         done_at_start=done_at_start,
+        usage_file=str(study_dir / "gpu_usage.json") if sharing.gpus else None,
     )
     t0 = time.time()
+    monitor = _start_monitor(sharing, study_dir)
     try:
         if workers == 1:
             worker_main(job)
         else:
-            _run_processes(job, workers)
+            _run_processes(job, workers, sharing.gpus)
     except KeyboardInterrupt:
+        for line in usage_lines(_report_usage(study, job, sharing, monitor, study_dir)):
+            log.info("[sweep] %s", line)
         c = count(study.get_trials(deepcopy=False))
         raise KeyboardInterrupt(
             f"{c.line(n_trials)}; run the same command to resume (interrupted trials continue from their "
@@ -127,7 +146,69 @@ def run_sweep(
     result = summarize(study, space, url, study_dir, n_trials)
     result.requested = requested
     result.stop_reason = verdict(study.get_trials(deepcopy=False), job) or _stuck(result)
+    result.usage = _report_usage(study, job, sharing, monitor, study_dir)
     return result
+
+
+# ---- workers per GPU and the cards' utilisation ----------------------------------------------------------------
+@dataclass
+class _Sharing:
+    gpus: list[str]  # CUDA_VISIBLE_DEVICES entries the workers are dealt over (empty: no GPU)
+    per_gpu: int | None = None
+    rule: str | None = None
+    cards: list[Card] = field(default_factory=list)
+
+
+def _decide_workers(
+    space: SearchSpace, workers: int | None, per_gpu: int | str | None
+) -> tuple[int, _Sharing]:
+    """The number of local workers and how they share the GPUs (said on stderr)."""
+    gpus = _visible_gpus()
+    if not gpus:
+        if per_gpu is not None:
+            log.info(
+                "[sweep] no GPU is visible: %s is ignored, running %d worker(s) (see --workers)",
+                FLAG,
+                workers or 1,
+            )
+        return workers or 1, _Sharing([])
+    if workers is not None:  # the total, dealt round robin as before
+        _, cards = plan_sharing(space, gpus, 1)
+        return workers, _Sharing(gpus, cards=cards)
+    share, cards = plan_sharing(space, gpus, per_gpu or "auto")
+    total = min(share.per_gpu * len(gpus), MAX_WORKERS)
+    log.info("[sweep] %d GPU(s) visible: %s", len(gpus), share.reason)
+    return total, _Sharing(gpus, share.per_gpu, share.reason, cards)
+
+
+def _start_monitor(sharing: _Sharing, study_dir: Path) -> GpuMonitor | None:
+    if not sharing.gpus:
+        return None
+    ids = [c.uuid for c in sharing.cards if c.uuid] or None
+    monitor = GpuMonitor(ids, path=study_dir / "gpu_usage.json")
+    if not monitor.available:
+        log.info(
+            "[sweep] no GPU utilisation: neither pynvml (pip install nvidia-ml-py) nor nvidia-smi is available"
+        )
+    return monitor.start()
+
+
+def _report_usage(
+    study: Any, job: WorkerJob, sharing: _Sharing, monitor: GpuMonitor | None, study_dir: Path
+) -> dict[str, Any]:
+    """This session's report: workers, how they shared the GPUs, the cards' utilisation, tokens/s together
+    (appended to ``<study_dir>/gpu_usage.jsonl`` when there are GPUs, and returned)."""
+    report: dict[str, Any] = {"workers": job.n_workers}
+    if sharing.gpus:
+        report.update(gpus=sharing.gpus, workers_per_gpu=sharing.per_gpu, rule=sharing.rule)
+    if monitor is not None:
+        report["utilisation"] = monitor.stop()
+    both = together(trial_spans(study.get_trials(deepcopy=False), job.session_start))
+    if both is not None:
+        report["tokens_per_s_together"] = both.as_dict()
+    if sharing.gpus:
+        record_session(study_dir, report)
+    return report
 
 
 # ---- checks before anything is written ------------------------------------------------------------------------
@@ -290,17 +371,16 @@ def _announce(space: SearchSpace, study: Any, n_trials: int, url: str, workers: 
 
 
 # ---- worker processes -----------------------------------------------------------------------------------------
-def _run_processes(job: WorkerJob, workers: int) -> None:
+def _run_processes(job: WorkerJob, workers: int, gpus: list[str]) -> None:
     """Spawn ``workers`` processes; with GPUs, each sees one (round robin) through CUDA_VISIBLE_DEVICES. On Ctrl-C,
     the workers record their trials as interrupted before the sweep ends."""
     ctx = mp.get_context("spawn")
-    gpus = _visible_gpus()
     procs = []
     saved = os.environ.get("CUDA_VISIBLE_DEVICES")
     try:
-        for i in range(workers):
-            if gpus:
-                os.environ["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
+        for i, device in enumerate(assign_devices(workers, gpus)):
+            if device is not None:
+                os.environ["CUDA_VISIBLE_DEVICES"] = device
             p = ctx.Process(
                 target=_worker_process,
                 args=(replace(job, index=i, parent_pid=os.getpid()),),

@@ -71,6 +71,7 @@ class WorkerJob:
         settings: every distinct setting of a finite space (None: unknown or infinite), to stop when all have run.
         done_at_start: trials counted toward ``n_trials`` when the sweep started (for the ETA).
         parent_pid: the sweep process a spawned worker watches (it stops its trial and exits when that ends).
+        usage_file: where the sweep's GPU sampler writes its running summary (the progress line shows it).
     """
 
     space: SearchSpace
@@ -89,6 +90,7 @@ class WorkerJob:
     done_at_start: int = 0
     parent_pid: int | None = None
     tag: str = field(default="")
+    usage_file: str | None = None
 
 
 def worker_main(job: WorkerJob) -> int:
@@ -198,12 +200,9 @@ class Worker:
     def _after_trial(self, study: Any, frozen: Any) -> None:
         self.current = None  # told: from here on an exception is not about this trial's state
         head = trial_head(self.tag, frozen, self.job.space, time.time() - self._started)
-        log.info(
-            "%s",
-            progress_line(
-                study, self.job.space, self.job.n_trials, self.job.session_start, self.job.done_at_start, head
-            ),
-        )
+        job = self.job
+        line = progress_line(study, job.space, job.n_trials, job.session_start, job.done_at_start, head)
+        log.info("%s", " | ".join([line, *sharing_progress(study, job)]))
         self.stop_reason = self.wait_for_slot()
         if self.stop_reason is not None:
             study.stop()
@@ -259,6 +258,8 @@ class Worker:
             # a sign of life first, and the reason the trial keeps if this worker dies from here on
             self.storage.record_heartbeat(tid)
             trial.set_user_attr("worker", self.name)
+            if os.environ.get("CUDA_VISIBLE_DEVICES"):  # the card(s) this worker trains on
+                trial.set_user_attr("gpu", os.environ["CUDA_VISIBLE_DEVICES"])
             trial.set_user_attr("status_reason", lost_reason(self.name, self.job.grace_period))
             root = self.storage.get_trial(tid).system_attrs.get("failed_trial")
             return self._run(trial, root)
@@ -427,6 +428,21 @@ def _record_summary(trial: Any, summary: dict[str, Any], attrs: dict[str, Any]) 
     tps = summary.get("tokens_per_s")
     if isinstance(tps, (int, float)) and math.isfinite(tps):
         trial.set_user_attr("tokens_per_s", float(tps))
+    if isinstance(summary.get("tokens"), int):  # for the tokens/s that concurrent trials reach together
+        trial.set_user_attr("tokens", summary["tokens"])
+
+
+def sharing_progress(study: Any, job: WorkerJob) -> list[str]:
+    """The progress line's view of a shared card: the sampler's running summary and, with several workers, the
+    tokens/s this session's trials reach together."""
+    from archsearch.search.gpu_usage import format_tokens, read_running, together, trial_spans
+
+    parts = [p for p in (read_running(job.usage_file),) if p]
+    if job.n_workers > 1:
+        both = together(trial_spans(study.get_trials(deepcopy=False), job.session_start))
+        if both is not None and both.trials > 1:
+            parts.append(f"{format_tokens(both.mean)} tokens/s together")
+    return parts
 
 
 def _summary_costs(summary: dict[str, Any]) -> dict[str, Any]:
