@@ -17,6 +17,13 @@ Each row reports tokens/s, MFU, the share of wall time the GPU is busy and the t
 - ``fused-N``: ``archsearch.fused.train_fused(cfgs)`` with N configurations of the same shape (seeds 0..N-1), one
   fused model whose members keep their own runs: tokens/s of all members together (the job's steady state), its
   MFU and time to first step.
+- ``shared-K``: ``archsearch sweep`` (``run_sweep``) over K distinct patterns of the same shape (the attention pair
+  moved, grid sampler), ``--workers-per-gpu K``: K worker processes share the card, each training its own trial
+  (graphed where safe), ``SHARED_STEPS_X`` times the other rows' steps so that their steady phases overlap. Reports
+  the sum of the trials' steady tokens/s (each measured while sharing) as ``tokens_per_s``, the sweep's tokens/s
+  together (``mean``: all tokens over the sweep's window, start-up included; ``peak``), the sampled GPU utilisation
+  and peak memory, and the ratio to the graphed ``train()`` row of the same run. Run it under MPS
+  (nvidia-cuda-mps-control) for kernels of different processes to overlap on the card instead of time-slicing.
 
 Shape (shared/reference/anchors.md, "Small proxies on one H200"): the ``10m`` preset's 24-layer 8% hybrid
 ``M-M-M--*M-M-M-M-*M--M-M-`` (6.3M parameters), byte vocabulary, 32 x 1024 tokens a step, bf16 autocast, fp32
@@ -60,7 +67,8 @@ PEAK_FLOPS = 989e12  # dense bf16 of an H100/H200 SXM, the anchors' MFU denomina
 PATTERN = "M-M-M--*M-M-M-M-*M--M-M-"
 SMOKE = dict(preset="toy", pattern="M-*-", batch=2, seq=32, steps=6, log_every=2, profile_steps=2)
 FULL = dict(preset="10m", pattern=PATTERN, batch=32, seq=1024, steps=80, log_every=10, profile_steps=10)
-ROWS = ("eager", "graphed", "bare-archsearch", "bare-mamba_ssm", "startup", "fused")
+ROWS = ("eager", "graphed", "bare-archsearch", "bare-mamba_ssm", "startup", "fused", "shared")
+SHARED_STEPS_X = 3
 
 
 # ---- configurations ---------------------------------------------------------------------------------------------
@@ -438,6 +446,99 @@ def fused_row(shape: dict, device: str, runs_dir: str, members: int, fpt: float 
     }
 
 
+def shared_patterns(shape: dict, k: int) -> list[str]:
+    """K attention placements (fractional positions, as a sweep's ``positions`` dimension takes them) of the shape's
+    layer count and MLP share that allocate to K distinct patterns."""
+    from archsearch.pattern.allocate import allocate
+
+    layers, mlp = len(shape["pattern"]), shape["pattern"].count("-") / len(shape["pattern"])
+    n_attn = max(1, shape["pattern"].count("*"))
+    found: dict[str, str] = {}
+    for i in range(200):  # fractional positions spread over [0, 1), shifted a little each time
+        pos = [round(((j + (i * 0.37) % 1) / n_attn) % 1, 4) for j in range(n_attn)]
+        text = ",".join(str(p) for p in sorted(pos))
+        pattern = str(allocate(layers, {}, mlp=mlp, spread="positions", positions={"*": sorted(pos)}).pattern)
+        found.setdefault(pattern, text)
+        if len(found) == k:
+            return list(found.values())
+    raise ValueError(
+        f"found only {len(found)} distinct placements of {n_attn} attention layer(s) in {layers}"
+    )
+
+
+def shared_row(
+    shape: dict, device: str, runs_dir: str, k: int, fpt: float | None, graphed: dict | None
+) -> dict:
+    """K distinct patterns as K sweep workers sharing the card (see the module docstring)."""
+    from archsearch.search import run_sweep, space_from_dict
+
+    steps = shape["steps"] * SHARED_STEPS_X
+    layers = len(shape["pattern"])
+    space = space_from_dict(
+        {
+            "study": f"shared{k}",
+            "preset": shape["preset"],
+            "seq_len": shape["seq"],
+            "batch_size": shape["batch"],
+            "steps": steps,
+            "val_every": steps,
+            "val_batches": 1,
+            "train": {
+                "checkpoint": False,
+                "log_every": shape["log_every"],
+                "accelerator": "gpu" if device == "cuda" else "cpu",
+            },
+            "n_trials": k,
+            "sampler": "grid",
+            "pruner": "none",
+            "space": {
+                "layers": layers,
+                "mlp": shape["pattern"].count("-") / layers,
+                "spread": "positions",
+                "positions": {"type": "categorical", "choices": shared_patterns(shape, k)},
+            },
+        },
+        source=f"shared-{k}",
+    )
+    sharing = {"workers_per_gpu": k} if device == "cuda" else {"workers": k}  # no GPU: k workers on the CPU
+    auto = None
+    if device == "cuda":  # what --workers-per-gpu auto would choose for this shape here (the run uses k)
+        from archsearch.search.sharing import plan_sharing
+
+        auto = plan_sharing(space, ["0"], "auto")[0].reason
+    result = run_sweep(space, runs_dir=Path(runs_dir) / f"shared{k}", **sharing)
+    import optuna
+
+    from archsearch.search.study import storage_url_for
+
+    study = optuna.load_study(study_name=f"shared{k}", storage=storage_url_for(result.study_dir))
+    trained = [
+        t for t in study.get_trials() if "duplicate_of" not in t.user_attrs and t.state.name == "COMPLETE"
+    ]
+    rates = [t.user_attrs["tokens_per_s"] for t in trained if "tokens_per_s" in t.user_attrs]
+    usage = result.usage or {}
+    both = usage.get("tokens_per_s_together") or {}
+    gpus = (usage.get("utilisation") or {}).get("gpus") or {}
+    tps = sum(rates) if rates else None
+    base = (graphed or {}).get("tokens_per_s")
+    return {
+        "status": "ok" if result.done and len(rates) == k else f"stopped: {result.stop_reason}",
+        "trials": len(rates),
+        "patterns": sorted({t.user_attrs.get("pattern") for t in trained}),
+        "workers": usage.get("workers"),
+        "tokens_per_s": _round(tps),
+        "per_trial_tokens_per_s": [round(r) for r in rates],
+        "together_mean_tokens_per_s": both.get("mean"),
+        "together_peak_tokens_per_s": both.get("peak"),
+        "vs_graphed": round(tps / base, 2) if tps and base else None,
+        "gpu_util_pct": [g.get("mean_util_pct") for g in gpus.values()] or None,
+        "gpu_peak_memory_gib": [g.get("peak_memory_gib") for g in gpus.values()] or None,
+        "mps": bool(os.environ.get("CUDA_MPS_PIPE_DIRECTORY")) or None,
+        "auto_would_choose": auto,
+        "steps": steps,
+    }
+
+
 # ---- driver -------------------------------------------------------------------------------------------------------
 def _round(x: float | None) -> int | None:
     return None if x is None else round(x)
@@ -534,6 +635,13 @@ def run(args: argparse.Namespace) -> dict:
         if "fused" in want:
             for n in (int(x) for x in args.fused.split(",") if x):
                 put(f"fused, {n} members", _guarded(fused_row, shape, device, runs_dir, n, fpt))
+        if "shared" in want:
+            for k in (int(x) for x in args.shared.split(",") if x):
+                graphed = rows.get("archsearch graphed (train)")
+                put(
+                    f"shared card: {k} patterns as {k} sweep workers",
+                    _guarded(shared_row, shape, device, runs_dir, k, fpt, graphed),
+                )
         for name, fn, fn_args in profile:
             busy = _guarded(fn, *fn_args)
             if "reason" in busy:
@@ -576,6 +684,11 @@ def table(result: dict) -> str:
             lines.append(f"| {name} | | | | | | | {r.get('status')}: {r.get('reason', '')} |")
             continue
         note = r.get("cuda_graphs", "")
+        if "together_mean_tokens_per_s" in r:
+            note = (
+                f"sum of {r['trials']} trials' steady tokens/s; sweep mean {r['together_mean_tokens_per_s']}, "
+                f"GPU util {r['gpu_util_pct']}%, peak {r['gpu_peak_memory_gib']} GiB; x{r['vs_graphed']} graphed"
+            )
         if "process_to_first_step_s" in r:
             note = f"imports {r['import_s']} s + train() {r['time_to_first_step_s']} s; {note}"
         if r.get("gpu_busy_error"):
@@ -601,6 +714,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma list of {', '.join(ROWS)}")
     ap.add_argument("--fused", default="4,8,16", help="member counts of the fused rows")
+    ap.add_argument(
+        "--shared", default="4,8", help="worker counts of the shared-card rows (K patterns, K workers)"
+    )
     ap.add_argument("--out", default=None, help="write the result as JSON here")
     ap.add_argument(
         "--profile-startup",

@@ -109,6 +109,7 @@ def run_sweep(
     settings = _settings(space)
     n_trials = _target(settings, requested)
     max_failures = max_failures or n_trials
+    workers = _cap_workers(workers, sharing, study, n_trials)
     done_at_start = _announce(space, study, n_trials, url, workers)
 
     job = WorkerJob(
@@ -179,6 +180,18 @@ def _decide_workers(
     total = min(share.per_gpu * len(gpus), MAX_WORKERS)
     log.info("[sweep] %d GPU(s) visible: %s", len(gpus), share.reason)
     return total, _Sharing(gpus, share.per_gpu, share.reason, cards)
+
+
+def _cap_workers(workers: int, sharing: _Sharing, study: Any, n_trials: int) -> int:
+    """Workers chosen per GPU are no more than the trials left (a small sweep does not start idle processes); an
+    explicit ``--workers`` is kept."""
+    if sharing.per_gpu is None:
+        return workers
+    left = max(1, n_trials - count(study.get_trials(deepcopy=False)).finished)
+    if workers > left:
+        log.info("[sweep] %d trial(s) left: starting %d worker(s), not %d", left, left, workers)
+        return left
+    return workers
 
 
 def _start_monitor(sharing: _Sharing, study_dir: Path) -> GpuMonitor | None:

@@ -27,7 +27,7 @@ def bench():
 
 def test_cpu_smoke_run(bench, tmp_path):
     out = tmp_path / "speed.json"
-    result = bench.main(["--device", "cpu", "--smoke", "--fused", "4", "--out", str(out)])
+    result = bench.main(["--device", "cpu", "--smoke", "--fused", "4", "--shared", "2", "--out", str(out)])
     assert json.loads(out.read_text()) == result
     rows = result["rows"]
     eager = rows["archsearch eager (train)"]
@@ -43,6 +43,11 @@ def test_cpu_smoke_run(bench, tmp_path):
     fused = rows["fused, 4 members"]  # the fused trainer runs on the CPU too (eagerly)
     assert fused["status"] == "ok" and fused["tokens_per_s"] > 0 and fused["time_to_first_step_s"] > 0
     assert "| archsearch eager (train) |" in bench.table(result)
+    shared = rows["shared card: 2 patterns as 2 sweep workers"]  # a real sweep: two workers, two distinct patterns
+    assert shared["status"] == "ok" and shared["workers"] == 2 and len(shared["patterns"]) == 2, shared
+    assert shared["tokens_per_s"] > 0 and abs(shared["tokens_per_s"] - sum(shared["per_trial_tokens_per_s"])) <= 2
+    assert shared["together_peak_tokens_per_s"] > 0 and shared["gpu_util_pct"] is None  # no card sampled on the CPU
+    assert "| shared card: 2 patterns as 2 sweep workers |" in bench.table(result)
 
 
 def test_unknown_row_is_refused(bench):

@@ -310,4 +310,16 @@ def test_probe_and_the_plan_rule_on_a_real_card(tmp_path):
     summary = train(cfg)
     assert summary["status"] == "ok"
     peak = torch.cuda.max_memory_reserved()
-    assert peak <= plan_bytes * sharing.PLAN_SLACK, (peak / GiB, plan_bytes / GiB)
+    assert peak <= plan_bytes * sharing.PLAN_SLACK, (
+        f"peak reserved {peak / GiB:.2f} GiB, plan {plan_bytes / GiB:.2f} GiB"
+    )
+
+
+def test_workers_chosen_per_gpu_are_capped_at_the_trials_left(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(sweep, "_visible_gpus", lambda: ["0"])
+    monkeypatch.setattr(
+        sharing, "probe_cards", lambda gpus: [Card("0", "NVIDIA H200", None, 140 * GiB, 141 * GiB)]
+    )
+    result = run_sweep(_space(tmp_path), runs_dir=tmp_path / "runs", workers_per_gpu=4)
+    assert result.done and result.usage["workers"] == 1 and result.usage["workers_per_gpu"] == 4
+    assert "1 trial(s) left: starting 1 worker(s), not 4" in caplog.text
