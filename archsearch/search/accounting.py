@@ -1,7 +1,10 @@
 """What counts toward a sweep's ``n_trials``, and the one-line tally every message uses.
 
 Counting rule: ``n_trials`` counts distinct settings that finished training, COMPLETE or PRUNED (a diverged run is
-PRUNED with its reason: the search learned that the setting is bad). A trial that reused a finished twin's result
+PRUNED with its reason: the search learned that the setting is bad). With replicates
+(:mod:`archsearch.search.replicates`) it counts architectures: a group (the lead trial and the runs it queued, user
+attribute ``group``) counts once none of its runs is running or queued and at least one trained to COMPLETE or PRUNED;
+the line then says ``2 of 4 architectures finished, 6 runs each (...)``. A trial that reused a finished twin's result
 (user attribute ``duplicate_of``) does not count, nor does any FAIL trial. FAIL trials carry a ``status_reason``
 whose prefix says what happened:
 
@@ -75,20 +78,32 @@ class Counts:
     lost: int = 0
     interrupted: int = 0
     not_trained: int = 0
+    archs: int = 0  # groups (architectures) finished: what counts when an architecture trains several runs
+    per_arch: int = 1  # runs per architecture (learning rates x seeds)
+
+    @property
+    def runs(self) -> int:
+        """Distinct settings trained to COMPLETE or PRUNED."""
+        return self.complete + self.pruned
 
     @property
     def finished(self) -> int:
-        """What counts toward ``n_trials``: distinct settings trained to COMPLETE or PRUNED."""
-        return self.complete + self.pruned
+        """What counts toward ``n_trials``: runs trained, or with replicates the architectures finished."""
+        return self.archs if self.per_arch > 1 else self.runs
+
+    @property
+    def unit(self) -> str:
+        return "architectures" if self.per_arch > 1 else "trials"
 
     def line(self, n_trials: int) -> str:
-        """``3 of 10 trials finished (2 complete, 1 pruned), 1 failed, 2 running`` (+ the rarer kinds when present)."""
-        return f"{self.finished} of {n_trials} trials finished {self.detail()}"
+        """``3 of 10 trials finished (2 complete, 1 pruned), 1 failed, 2 running`` (+ the rarer kinds when present);
+        with replicates ``1 of 4 architectures finished, 6 runs each (7 complete, 1 pruned), ...``."""
+        each = f", {self.per_arch} runs each" if self.per_arch > 1 else ""
+        return f"{self.finished} of {n_trials} {self.unit} finished{each} {self.detail()}"
 
     def detail(self) -> str:
-        text = (
-            f"({self.complete} complete, {self.pruned} pruned), {self.failed} failed, {self.running} running"
-        )
+        runs = " runs" if self.per_arch > 1 else ""
+        text = f"({self.complete}{runs} complete, {self.pruned} pruned), {self.failed} failed, {self.running} running"
         extra = [
             f"{n} {label}"
             for n, label in (
@@ -103,12 +118,59 @@ class Counts:
         return text + (f"; {', '.join(extra)}" if extra else "")
 
 
-def count(trials: Iterable[Any]) -> Counts:
-    c = Counts()
+def count(trials: Iterable[Any], per_arch: int = 1) -> Counts:
+    trials = list(trials)
+    c = Counts(per_arch=per_arch)
     for t in trials:
         k = kind(t)
         setattr(c, k, getattr(c, k) + 1)
+    c.archs = sum(u.finished for u in units(trials).values())
     return c
+
+
+# ---- groups: what n_trials counts ----------------------------------------------------------------------------------
+def group_of(t: Any) -> int:
+    """The architecture group of a trial: its ``group`` attribute (replicates), else the trial alone."""
+    g = t.user_attrs.get("group")
+    return g if isinstance(g, int) and not isinstance(g, bool) else t.number
+
+
+@dataclass
+class Unit:
+    """One group's trials: ``first`` is its lowest trial number."""
+
+    first: int
+    trials: list[Any]
+
+    @property
+    def pending(self) -> bool:
+        return any(t.state.name in ("RUNNING", "WAITING") for t in self.trials)
+
+    @property
+    def finished(self) -> bool:
+        """Counts toward ``n_trials``: nothing left to run, and at least one run trained."""
+        return not self.pending and any(counts_toward(t) for t in self.trials)
+
+    @property
+    def holds_slot(self) -> bool:
+        """Counts toward ``n_trials`` or may still (see :func:`archsearch.search.twins.holds_slot`)."""
+        from archsearch.search.twins import holds_slot
+
+        return self.finished or any(holds_slot(t) for t in self.trials)
+
+
+def units(trials: Iterable[Any]) -> dict[int, Unit]:
+    """The study's trials by group (a trial without replicates is a group of its own)."""
+    out: dict[int, Unit] = {}
+    for t in trials:
+        g = group_of(t)
+        u = out.get(g)
+        if u is None:
+            out[g] = Unit(t.number, [t])
+        else:
+            u.trials.append(t)
+            u.first = min(u.first, t.number)
+    return out
 
 
 def failures_since(trials: Iterable[Any], since: datetime) -> int:

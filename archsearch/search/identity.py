@@ -87,16 +87,28 @@ ENUMERATE_LIMIT = 5000  # parameter combinations looked at to list a finite spac
 
 
 def enumerate_settings(space: SearchSpace, limit: int = ENUMERATE_LIMIT) -> frozenset[str] | None:
-    """Every distinct setting of a finite space (None: continuous, too large, or name-dependent).
+    """Every distinct setting of a finite space, replicates included (None: continuous, too large, or
+    name-dependent).
 
     Many parameter combinations can make one setting (two MLP fractions that round to the same pattern; positions
     that the chosen spread ignores), so this is what a sweep can run at most, not the grid's size.
     """
+    archs = enumerate_architectures(space, limit)
+    return None if archs is None else frozenset().union(*archs.values())
+
+
+def enumerate_architectures(
+    space: SearchSpace, limit: int = ENUMERATE_LIMIT
+) -> dict[str, frozenset[str]] | None:
+    """Every distinct architecture of a finite space: the setting of its first run (what the sampler proposes) ->
+    the settings of all its runs (learning rates x seeds, :mod:`archsearch.search.replicates`); None as for
+    :func:`enumerate_settings`."""
     import itertools
 
     import optuna
 
     from archsearch.errors import ArchsearchError
+    from archsearch.search.replicates import overrides, replicate_runs
     from archsearch.search.study import grid_space
     from archsearch.search.suggest import plan_trial, sample, trial_config
 
@@ -114,7 +126,7 @@ def enumerate_settings(space: SearchSpace, limit: int = ENUMERATE_LIMIT) -> froz
         if size > limit:
             return None
     names = list(grid)
-    settings: set[str] = set()
+    archs: dict[str, frozenset[str]] = {}
     seen: set[str] = set()
     for combo in itertools.product(*(grid[n] for n in names)):
         trial = optuna.trial.FixedTrial(dict(zip(names, combo, strict=True)))
@@ -124,8 +136,11 @@ def enumerate_settings(space: SearchSpace, limit: int = ENUMERATE_LIMIT) -> froz
         seen.add(key)
         try:
             plan = plan_trial(trial, space, placement_seed=space.seed)
-            cfg = trial_config(plan, space, name="trial-settings", runs_dir="runs")
+            runs = []
+            for run in replicate_runs(space):
+                plan.train.update(overrides(run))
+                runs.append(setting_of(trial_config(plan, space, name="trial-settings", runs_dir="runs")))
         except ArchsearchError:
             continue  # a setting that cannot be built never finishes; the sweep does not wait for it
-        settings.add(setting_of(cfg))
-    return frozenset(settings)
+        archs.setdefault(runs[0], frozenset(runs))
+    return archs

@@ -29,8 +29,10 @@ def duration(seconds: float) -> str:
 
 
 def tally(c: Counts, n_trials: int) -> str:
-    """``5/10 done (4 complete, 1 pruned, 0 failed, 2 running)``: what counts toward ``n_trials`` first."""
-    return f"{c.finished}/{n_trials} done ({c.complete} complete, {c.pruned} pruned, {c.failed} failed, {c.running} running)"
+    """``5/10 done (4 complete, 1 pruned, 0 failed, 2 running)``: what counts toward ``n_trials`` first; with
+    replicates ``1/4 architectures done (5 complete, ...)``, the states counting runs."""
+    unit = " architectures" if c.per_arch > 1 else ""
+    return f"{c.finished}/{n_trials}{unit} done ({c.complete} complete, {c.pruned} pruned, {c.failed} failed, {c.running} running)"
 
 
 def best_so_far(study: Any, space: SearchSpace) -> str | None:
@@ -57,10 +59,13 @@ def eta(started: datetime, done_at_start: int, done_now: int, n_trials: int) -> 
 def progress_line(
     study: Any, space: SearchSpace, n_trials: int, started: datetime, done_at_start: int, head: str
 ) -> str:
+    from archsearch.search.replicates import runs_per_architecture
+
     trials = study.get_trials(deepcopy=False)
-    c = count(trials)
+    c = count(trials, runs_per_architecture(space))
     parts = [head, tally(c, n_trials)]
-    for extra in (best_so_far(study, space), eta(started, done_at_start, c.finished, n_trials)):
+    # the pace is per run: with replicates an architecture finishes only with its last run
+    for extra in (best_so_far(study, space), eta(started, done_at_start, c.runs, n_trials * c.per_arch)):
         if extra:
             parts.append(extra)
     return " | ".join(parts)
@@ -74,6 +79,8 @@ def trial_head(tag: str, frozen: Any, space: SearchSpace, seconds: float) -> str
     if frozen.state.name != "COMPLETE" and reason:
         what = reason if len(reason) <= 160 else reason[:157] + "..."
     pattern = attrs.get("arch") or attrs.get("pattern") or ""
+    if isinstance(attrs.get("replicate"), dict):  # one run of an architecture's replicates
+        pattern += f" lr={attrs.get('lr', 0.0):g} seed={attrs.get('seed')}"
     if "duplicate_of" in attrs:
         pattern += f" (reused trial {attrs['duplicate_of']})"
     return (

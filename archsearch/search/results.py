@@ -65,7 +65,9 @@ def summarize(study: Any, space: SearchSpace, url: str, study_dir: Path, n_trial
             }
         )
     objs = [{"name": o.name, "direction": o.direction} for o in space.objectives]
-    tally = dataclasses.asdict(count(trials))
+    from archsearch.search.replicates import runs_per_architecture
+
+    tally = dataclasses.asdict(count(trials, runs_per_architecture(space)))
     return SweepResult(study.study_name, url, study_dir, n_trials, counts, rows, objs, tally)
 
 

@@ -191,6 +191,7 @@ class SearchSpace:
     objectives: list[Objective] = field(default_factory=lambda: [Objective("val_loss", "minimize")])
     space: dict[str, Dimension] = field(default_factory=dict)
     analysis: Any = None  # archsearch.stats.AnalysisRule: how report compares architectures (None: defaults)
+    replicates: Any = None  # archsearch.search.replicates.Replicates: runs per architecture (None: one)
     description: str = ""
     source: str = "search space"
 
@@ -218,6 +219,12 @@ class SearchSpace:
                 value = [{"name": o.name, "direction": o.direction} for o in value]
             elif f.name == "space":
                 value = {k: d.to_dict() for k, d in value.items()}
+                if self.replicates is not None and self.replicates.lrs is not None:
+                    value["lr"] = {"per_architecture": list(self.replicates.lrs)}
+            elif f.name == "replicates":
+                if value is None or (value.seeds is None and value.fuse == "auto"):
+                    continue  # only the rates, which live under space.lr
+                value = value.to_dict()
             elif f.name == "analysis":
                 if value is None:
                     continue
@@ -295,6 +302,7 @@ def space_from_dict(data: Any, *, source: str = "search space", default_study: s
     """Validate a parsed space file (see ``load_space``)."""
     from archsearch.config_load import check_keys
     from archsearch.errors import describe
+    from archsearch.search import replicates
     from archsearch.search.space_rules import check_combinations, check_model_and_train
     from archsearch.search.space_validate import Validator
 
@@ -334,7 +342,14 @@ def space_from_dict(data: Any, *, source: str = "search space", default_study: s
             hint="a few heartbeats' worth, e.g. 4x",
         )
     sp.objectives = v.objectives(d.get("objectives", "val_loss"), sp.tasks)
-    sp.space = v.dimensions(d.get("space"))
+    dims = d.get("space")
+    per_arch_lr = None
+    if isinstance(dims, dict) and replicates.is_per_architecture(dims.get("lr")):
+        dims = {k: val for k, val in dims.items() if k != "lr"}
+        per_arch_lr = d["space"]["lr"]
+    sp.space = v.dimensions(dims)
+    sp.replicates = replicates.parse(d.get("replicates"), per_arch_lr, source, sp.seed)
+    replicates.check_conflicts(sp)
     if d.get("analysis") is not None:
         from archsearch.stats import AnalysisRule
 

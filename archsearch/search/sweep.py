@@ -25,6 +25,7 @@ from archsearch.errors import ArchsearchError, ConfigError, StudyError
 from archsearch.search.accounting import count
 from archsearch.search.gpu_usage import GpuMonitor, record_session, together, trial_spans, usage_lines
 from archsearch.search.progress import duration, setup_logging
+from archsearch.search.replicates import runs_per_architecture
 from archsearch.search.results import SweepResult, load_result, summarize  # noqa: F401 - load_result: public here too
 from archsearch.search.sharing import FLAG, Card, assign_devices, check_workers_per_gpu, plan_sharing
 from archsearch.search.space import SEED_RANGE, SearchSpace, load_space
@@ -106,8 +107,9 @@ def run_sweep(
     workers, sharing = _decide_workers(space, workers, workers_per_gpu)
     study, url = _open_study(space, study_dir, storage, study_name)
     requested = n_trials or space.n_trials
-    settings = _settings(space)
-    n_trials = _target(settings, requested)
+    archs = _architectures(space)
+    settings = frozenset().union(*archs.values()) if archs is not None else None
+    n_trials = _target(archs, requested, runs_per_architecture(space))
     max_failures = max_failures or n_trials
     workers = _cap_workers(workers, sharing, study, n_trials)
     done_at_start = _announce(space, study, n_trials, url, workers)
@@ -138,7 +140,7 @@ def run_sweep(
     except KeyboardInterrupt:
         for line in usage_lines(_report_usage(study, job, sharing, monitor, study_dir)):
             log.info("[sweep] %s", line)
-        c = count(study.get_trials(deepcopy=False))
+        c = count(study.get_trials(deepcopy=False), runs_per_architecture(space))
         raise KeyboardInterrupt(
             f"{c.line(n_trials)}; run the same command to resume (interrupted trials continue from their "
             "last checkpoints)"
@@ -340,33 +342,42 @@ def _write_storage_file(study_dir: Path, url: str) -> None:
         )
 
 
-def _settings(space: SearchSpace) -> frozenset[str] | None:
-    from archsearch.search.identity import enumerate_settings
-
-    return enumerate_settings(space)
+def _listed(values: Any) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in values) + "]" if values else "(the space's)"
 
 
-def _target(settings: frozenset[str] | None, requested: int) -> int:
-    """``requested``, capped at the number of distinct settings of a finite space (said on stderr)."""
-    if settings is not None and len(settings) < requested:
+def _architectures(space: SearchSpace) -> dict[str, frozenset[str]] | None:
+    from archsearch.search.identity import enumerate_architectures
+
+    return enumerate_architectures(space)
+
+
+def _target(archs: dict[str, frozenset[str]] | None, requested: int, per_arch: int = 1) -> int:
+    """``requested``, capped at the number of distinct settings (architectures with replicates) of a finite space
+    (said on stderr)."""
+    if archs is not None and len(archs) < requested:
+        what = "architectures" if per_arch > 1 else "settings"
+        unit = "architectures" if per_arch > 1 else "trials"
         log.info(
-            "[sweep] the space has %d distinct settings: running %d trials, not %d",
-            len(settings), len(settings), requested,
+            "[sweep] the space has %d distinct %s: running %d %s, not %d",
+            len(archs), what, len(archs), unit, requested,
         )  # fmt: skip
-        return max(1, len(settings))
+        return max(1, len(archs))
     return requested
 
 
 def _announce(space: SearchSpace, study: Any, n_trials: int, url: str, workers: int) -> int:
     from archsearch.search.study import redact_url
 
-    c = count(study.get_trials(deepcopy=False))
+    c = count(study.get_trials(deepcopy=False), runs_per_architecture(space))
     objs = ", ".join(f"{o.direction} {o.name}" for o in space.objectives)
     log.info(
         "[sweep] study %r in %s: %s, sampler %s", study.study_name, redact_url(url), objs, space.sampler_name
     )
     if c.finished or c.running or c.waiting:
-        log.info("[sweep] resuming: %d of %d trials already finished %s", c.finished, n_trials, c.detail())
+        log.info(
+            "[sweep] resuming: %d of %d %s already finished %s", c.finished, n_trials, c.unit, c.detail()
+        )
     if space.multi_objective and space.pruner["type"] != "none":
         log.warning(
             "[sweep] pruning is disabled: Optuna cannot prune a multi-objective study "
@@ -379,8 +390,15 @@ def _announce(space: SearchSpace, study: Any, n_trials: int, url: str, workers: 
             "[sweep] iso-parameter: the corner trials land %+.2f%% to %+.2f%% from the budget (tolerance %.2f%%)",
             100 * spread[0], 100 * spread[1], 100 * space.budget_tolerance,
         )  # fmt: skip
-    log.info("[sweep] %d trials to finish with %d worker(s)", max(0, n_trials - c.finished), workers)
-    return c.finished
+    if c.per_arch > 1:
+        rep = space.replicates
+        log.info(
+            "[sweep] each architecture trains %d runs (learning rates %s x seeds %s), each its own trial; n_trials "
+            "counts architectures",
+            c.per_arch, _listed(rep.lrs), _listed(rep.seed_list(space.seed)),
+        )  # fmt: skip
+    log.info("[sweep] %d %s to finish with %d worker(s)", max(0, n_trials - c.finished), c.unit, workers)
+    return c.runs
 
 
 # ---- worker processes -----------------------------------------------------------------------------------------

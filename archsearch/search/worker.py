@@ -34,13 +34,16 @@ from archsearch.search.accounting import (  # noqa: F401 - SURPLUS is imported f
     SURPLUS,
     count,
     failures_since,
+    group_of,
     interrupted_reason,
     kind,
     lost_reason,
+    units,
 )
 from archsearch.search.liveness import quiet_experimental
 from archsearch.search.objectives import flat_metrics, objective_values, prune_metric
 from archsearch.search.progress import progress_line, setup_logging, trial_head
+from archsearch.search.replicates import overrides, queue_siblings, run_of
 from archsearch.search.space import SearchSpace
 from archsearch.search.twins import decide, holds_slot, reuse
 
@@ -69,7 +72,7 @@ class WorkerJob:
 
     Attributes:
         settings: every distinct setting of a finite space (None: unknown or infinite), to stop when all have run.
-        done_at_start: trials counted toward ``n_trials`` when the sweep started (for the ETA).
+        done_at_start: runs trained (COMPLETE or PRUNED) when the sweep started (for the ETA).
         parent_pid: the sweep process a spawned worker watches (it stops its trial and exits when that ends).
         usage_file: where the sweep's GPU sampler writes its running summary (the progress line shows it).
     """
@@ -124,7 +127,9 @@ def worker_main(job: WorkerJob) -> int:
 
 def verdict(trials: list[Any], job: WorkerJob, *, duplicate_streak: int = 0) -> str | None:
     """Why the sweep must stop now (None: it goes on). Shared by the workers and the sweep's final report."""
-    c = count(trials)
+    from archsearch.search.replicates import runs_per_architecture
+
+    c = count(trials, runs_per_architecture(job.space))
     if c.finished >= job.n_trials:
         return "done"
     failed = failures_since(trials, job.session_start)
@@ -220,12 +225,11 @@ class Worker:
             stop = verdict(trials, self.job, duplicate_streak=self.duplicate_streak)
             if stop is not None:
                 return stop
-            c = count(trials)
-            if c.waiting:
-                return None  # a retry is queued: ask() takes it
-            busy = [t for t in trials if holds_slot(t) and t.state.name == "RUNNING"]
-            if c.finished + len(busy) < self.job.n_trials:
+            if any(t.state.name == "WAITING" for t in trials):
+                return None  # a retry or a replicate is queued: ask() takes it
+            if sum(u.holds_slot for u in units(trials).values()) < self.job.n_trials:
                 return None
+            busy = [t for t in trials if holds_slot(t) and t.state.name == "RUNNING"]
             text = _waiting_text(busy)
             if text != shown or time.time() - since > REMIND_S:
                 log.info("%s %s", self.tag, text)
@@ -287,13 +291,18 @@ class Worker:
         from archsearch.search.suggest import CONFIG_ATTR, plan_trial, stored_config, trial_config
 
         job, space = self.job, self.job.space
-        if self._slots_before(trial.number) >= job.n_trials:
-            raise TrialFailed(SURPLUS)
         number = root if root is not None else trial.number
+        group = group_of(trial) if "group" in trial.user_attrs else number
+        run = run_of(trial.user_attrs, space)
+        lead = group == number  # proposed by the sampler (or its retry), not a queued replicate
+        if lead and self._slots_before(trial, group) >= job.n_trials:
+            raise TrialFailed(SURPLUS)
         name = f"trial-{number:04d}"
         try:
-            # a retry keeps its original trial's placement seed, run directory and checkpoint
-            plan = plan_trial(trial, space, placement_seed=space.seed + number)
+            # a retry keeps its original trial's placement seed, run directory and checkpoint; the runs of one
+            # architecture share its lead's placement seed (a random spread places their layers alike)
+            plan = plan_trial(trial, space, placement_seed=space.seed + group)
+            plan.train.update(overrides(run))
             cfg = trial_config(
                 plan, space, name=name, runs_dir=str(Path(job.runs_dir) / job.study_name / "trials"),
                 resume=root is not None,
@@ -302,6 +311,9 @@ class Worker:
             ident = identify(plan, cfg, space)
         except ArchsearchError as exc:
             raise TrialFailed(exc.render().splitlines()[0]) from None
+        if space.replicates is not None:  # before publishing: a retry inherits them
+            trial.set_user_attr("group", group)
+            trial.set_user_attr("replicate", dict(run))
         # the config is resolved once, here: training, report, plots and export read this one
         for key, value in {**attrs, **ident.attrs(), CONFIG_ATTR: stored_config(cfg)}.items():
             trial.set_user_attr(key, value)
@@ -310,15 +322,22 @@ class Worker:
             self.duplicate_streak += 1
             return reuse(trial, twin)
         self.duplicate_streak = 0
-        if (
-            self._slots_before(trial.number) >= job.n_trials
-        ):  # slots filled while this trial waited for a twin
-            raise TrialFailed(SURPLUS)
+        if lead and self._slots_before(trial, group) >= job.n_trials:
+            raise TrialFailed(SURPLUS)  # slots filled while this trial waited for a twin
+        if lead and space.replicates is not None:
+            queued = queue_siblings(self.study, trial, group, space)
+            if queued:
+                log.info(
+                    "%s trial %d queued %d more run(s) of %s (learning rates x seeds)",
+                    self.tag, trial.number, len(queued), ident.arch,
+                )  # fmt: skip
         return self._train(trial, cfg, attrs)
 
-    def _slots_before(self, number: int) -> int:
-        """Trials numbered below ``number`` that hold one of the ``n_trials`` slots."""
-        return sum(t.number < number and holds_slot(t) for t in self.study.get_trials(deepcopy=False))
+    def _slots_before(self, trial: Any, group: int) -> int:
+        """Groups (architectures; a trial alone without replicates) other than ``group``, begun before ``trial``,
+        that hold one of the ``n_trials`` slots."""
+        groups = units(self.study.get_trials(deepcopy=False))
+        return sum(u.first < trial.number and u.holds_slot for g, u in groups.items() if g != group)
 
     def _settle(self, trial: Any, setting: str, prio: tuple[int, int]) -> Any:
         """The finished trial to reuse (after waiting for an earlier trial training ``setting``), or None to train.
