@@ -138,8 +138,8 @@ class Beater:
         self._proc.start()
         child.close()
 
-    def beat_for(self, trial_id: int | None) -> None:
-        """Beat for ``trial_id`` from now on (None: stop beating)."""
+    def beat_for(self, trial_id: int | list[int] | None) -> None:
+        """Beat for ``trial_id`` from now on (a list: for each, as a fused group's trials; None: stop beating)."""
         try:
             self._conn.send(trial_id)
         except OSError:  # the beater is gone; Optuna's own heartbeat thread still beats
@@ -180,10 +180,11 @@ def _beat(url: str, interval: int, conn: Any, worker_pid: int) -> None:
             continue
         if storage is None:
             storage = _beat_storage(url)
-        try:
-            storage.record_heartbeat(trial)
-        except Exception:  # noqa: BLE001 - the worker's own thread beats too; try again next time
-            pass
+        for tid in trial if isinstance(trial, list) else [trial]:
+            try:
+                storage.record_heartbeat(tid)
+            except Exception:  # noqa: BLE001 - the worker's own thread beats too; try again next time
+                pass
         due = time.monotonic() + interval
 
 

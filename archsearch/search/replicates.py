@@ -21,7 +21,7 @@ from typing import Any
 
 from archsearch.errors import ConfigError, describe, did_you_mean
 
-FUSE = ("auto", "off")
+FUSE = ("auto", "on", "off")
 MAX_RUNS = 1000  # runs of one architecture (lrs x seeds)
 
 
@@ -32,7 +32,8 @@ class Replicates:
     Attributes:
         seeds: a count (the space's seed and the next ones) or the seeds themselves; None: the space's seed only.
         lrs: the peak learning rates of ``space.lr.per_architecture``; None: the space's learning rate.
-        fuse: ``auto`` (train an architecture's runs as one fused model where the engine can) or ``off``.
+        fuse: ``auto``: an architecture's runs train as one fused model where the engine can fuse them, on CUDA;
+            ``on``: on any device (a CPU too); ``off``: each run alone (:mod:`archsearch.search.fused_group`).
     """
 
     seeds: int | tuple[int, ...] | None = None
@@ -125,8 +126,10 @@ def parse(value: Any, lr: Any, source: str, base_seed: int) -> Replicates | None
             )
         seeds = raw
     fuse = value.get("fuse", "auto")
+    if isinstance(fuse, bool):  # YAML 1.1 reads on/off as booleans
+        fuse = "on" if fuse else "off"
     if fuse not in FUSE:
-        raise ConfigError(f"expected auto or off, found {describe(fuse)}", source, "replicates.fuse")
+        raise ConfigError(f"expected auto, on or off, found {describe(fuse)}", source, "replicates.fuse")
     rep = Replicates(seeds=seeds, lrs=lrs, fuse=fuse)
     if len(rep.runs(base_seed)) > MAX_RUNS:
         raise ConfigError(

@@ -286,6 +286,38 @@ class Worker:
             self.beater.beat_for(None)
 
     def _run(self, trial: Any, root: int | None) -> Any:
+        job, space = self.job, self.job.space
+        number = root if root is not None else trial.number
+        group = group_of(trial) if "group" in trial.user_attrs else number
+        lead = group == number  # proposed by the sampler (or its retry), not a queued replicate
+        if lead and self._slots_before(trial, group) >= job.n_trials:
+            raise TrialFailed(SURPLUS)
+        run = self.prepare(trial, root)
+        twin = self.settle(trial, run)
+        if twin is not None:
+            return reuse(trial, twin)
+        if lead and self._slots_before(trial, group) >= job.n_trials:
+            raise TrialFailed(SURPLUS)  # slots filled while this trial waited for a twin
+        if lead and space.replicates is not None:
+            queued = queue_siblings(self.study, trial, group, space)
+            if queued:
+                log.info(
+                    "%s trial %d queued %d more run(s) of %s (learning rates x seeds)",
+                    self.tag, trial.number, len(queued), run.ident.arch,
+                )  # fmt: skip
+        if fusing(space, run.cfg):
+            from archsearch.search.fused_group import train_group
+
+            return train_group(self, trial, run)
+        return self._train(trial, run.cfg, run.attrs)
+
+    def prepare(self, trial: Any, root: int | None) -> PreparedRun:
+        """Plan the trial's run (its architecture, and its learning rate and seed among the replicates) and publish
+        its attributes.
+
+        Raises:
+            TrialFailed: the values do not make a buildable model or a valid training configuration.
+        """
         from archsearch.search.cost_attrs import trial_attrs
         from archsearch.search.identity import identify
         from archsearch.search.suggest import CONFIG_ATTR, plan_trial, stored_config, trial_config
@@ -293,18 +325,14 @@ class Worker:
         job, space = self.job, self.job.space
         number = root if root is not None else trial.number
         group = group_of(trial) if "group" in trial.user_attrs else number
-        run = run_of(trial.user_attrs, space)
-        lead = group == number  # proposed by the sampler (or its retry), not a queued replicate
-        if lead and self._slots_before(trial, group) >= job.n_trials:
-            raise TrialFailed(SURPLUS)
-        name = f"trial-{number:04d}"
+        rep = run_of(trial.user_attrs, space)
         try:
             # a retry keeps its original trial's placement seed, run directory and checkpoint; the runs of one
             # architecture share its lead's placement seed (a random spread places their layers alike)
             plan = plan_trial(trial, space, placement_seed=space.seed + group)
-            plan.train.update(overrides(run))
+            plan.train.update(overrides(rep))
             cfg = trial_config(
-                plan, space, name=name, runs_dir=str(Path(job.runs_dir) / job.study_name / "trials"),
+                plan, space, name=f"trial-{number:04d}", runs_dir=str(Path(job.runs_dir) / job.study_name / "trials"),
                 resume=root is not None,
             )  # fmt: skip
             attrs = trial_attrs(plan, space)
@@ -313,25 +341,17 @@ class Worker:
             raise TrialFailed(exc.render().splitlines()[0]) from None
         if space.replicates is not None:  # before publishing: a retry inherits them
             trial.set_user_attr("group", group)
-            trial.set_user_attr("replicate", dict(run))
+            trial.set_user_attr("replicate", dict(rep))
         # the config is resolved once, here: training, report, plots and export read this one
         for key, value in {**attrs, **ident.attrs(), CONFIG_ATTR: stored_config(cfg)}.items():
             trial.set_user_attr(key, value)
-        twin = self._settle(trial, ident.setting, (number, trial.number))
-        if twin is not None:
-            self.duplicate_streak += 1
-            return reuse(trial, twin)
-        self.duplicate_streak = 0
-        if lead and self._slots_before(trial, group) >= job.n_trials:
-            raise TrialFailed(SURPLUS)  # slots filled while this trial waited for a twin
-        if lead and space.replicates is not None:
-            queued = queue_siblings(self.study, trial, group, space)
-            if queued:
-                log.info(
-                    "%s trial %d queued %d more run(s) of %s (learning rates x seeds)",
-                    self.tag, trial.number, len(queued), ident.arch,
-                )  # fmt: skip
-        return self._train(trial, cfg, attrs)
+        return PreparedRun(number, group, cfg, attrs, ident)
+
+    def settle(self, trial: Any, run: PreparedRun) -> Any:
+        """The finished twin to reuse, or None to train (see ``_settle``); counts settings proposed again."""
+        twin = self._settle(trial, run.ident.setting, (run.number, trial.number))
+        self.duplicate_streak = self.duplicate_streak + 1 if twin is not None else 0
+        return twin
 
     def _slots_before(self, trial: Any, group: int) -> int:
         """Groups (architectures; a trial alone without replicates) other than ``group``, begun before ``trial``,
@@ -393,8 +413,19 @@ class Worker:
             log.warning("%s trial %d raised:\n%s", self.tag, trial.number, traceback.format_exc())
             raise TrialFailed(_describe_crash(exc)) from None
         finally:
-            if reporter.curve:
-                trial.set_user_attr("curve", {str(k): v for k, v in sorted(reporter.curve.items())})
+            record_curve(trial, reporter)
+        return self.conclude(trial, summary, attrs)
+
+    def conclude(self, trial: Any, summary: dict[str, Any], attrs: dict[str, Any]) -> Any:
+        """Record a trained run's summary on its trial; return its objective values.
+
+        Raises:
+            optuna.TrialPruned: the run was pruned or diverged.
+            TrialFailed: it failed, or its metrics lack an objective.
+        """
+        import optuna
+
+        space = self.job.space
         metrics = flat_metrics(summary)
         trial.set_user_attr("metrics", metrics)
         _record_summary(trial, summary, attrs)
@@ -416,6 +447,45 @@ class Worker:
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------------
+@dataclass
+class PreparedRun:
+    """A planned run: the trial it retries (or its own number), its architecture group, config, attributes and
+    identity."""
+
+    number: int
+    group: int
+    cfg: Any
+    attrs: dict[str, Any]
+    ident: Any
+
+
+def fusing(space: SearchSpace, cfg: Any) -> bool:
+    """Whether an architecture's runs train as one fused model (:mod:`archsearch.search.fused_group`)."""
+    from archsearch.search.replicates import runs_per_architecture
+
+    rep = space.replicates
+    if rep is None or rep.fuse == "off" or runs_per_architecture(space) < 2:
+        return False
+    if rep.fuse == "auto" and not _cuda(cfg):
+        return False
+    from archsearch.search.fused_group import fusable
+
+    return fusable(cfg)
+
+
+def _cuda(cfg: Any) -> bool:
+    if str(cfg.accelerator) not in ("auto", "gpu", "cuda"):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def record_curve(trial: Any, reporter: Any) -> None:
+    if reporter.curve:
+        trial.set_user_attr("curve", {str(k): v for k, v in sorted(reporter.curve.items())})
+
+
 def _waiting_text(busy: list[Any]) -> str:
     shown = ", ".join(f"{t.number} ({t.user_attrs.get('worker', 'starting')})" for t in busy[:6])
     more = f" and {len(busy) - 6} more" if len(busy) > 6 else ""

@@ -102,7 +102,7 @@ BAD = {
     "seeds past 2**32": ({"seed": 2**32 - 2, "replicates": {"seeds": 3}}, "replicates.seeds", "2**32 - 1"),
     "replicates a number": ({"replicates": 3}, "replicates", "mapping"),
     "replicates unknown key": ({"replicates": {"seed": 3}}, "replicates.seed", "unknown key"),
-    "fuse yes": ({"replicates": {"seeds": 2, "fuse": "yes"}}, "replicates.fuse", "auto or off"),
+    "fuse yes": ({"replicates": {"seeds": 2, "fuse": "yes"}}, "replicates.fuse", "auto, on or off"),
     "lr 0": ({"space": {"layers": 4, "lr": {"per_architecture": [0.0]}}}, "space.lr.per_architecture.0", "positive"),
     "lr negative": (
         {"space": {"layers": 4, "lr": {"per_architecture": [1e-3, -1e-3]}}}, "space.lr.per_architecture.1", "positive",
@@ -269,3 +269,63 @@ def test_two_workers_share_the_runs_without_duplicates(tmp_path):
     assert all(
         t.state == TrialState.FAIL and t.user_attrs["status_reason"].startswith("surplus") for t in extra
     )
+
+
+# ---- fused replicates (replicates.fuse) -------------------------------------------------------------------------
+def _values(study):
+    return {
+        (t.user_attrs["arch"], t.user_attrs["lr"], t.user_attrs["seed"]): t.value
+        for t in _trained(study)
+        if t.state == TrialState.COMPLETE
+    }
+
+
+def test_fused_runs_keep_their_trials_and_match_runs_trained_alone(tmp_path):
+    alone = _study(run_sweep(_write(tmp_path / "a", {**REP, "replicates": {"seeds": 2, "fuse": "off"}}),
+                             runs_dir=tmp_path / "a"))  # fmt: skip
+    fused = _study(run_sweep(_write(tmp_path / "f", {**REP, "replicates": {"seeds": 2, "fuse": "on"}}),
+                             runs_dir=tmp_path / "f"))  # fmt: skip
+    _check_groups(fused, 2)
+    assert not any("fused_with" in t.user_attrs for t in alone.trials)
+    for t in _trained(fused):  # one fused job per architecture, each run its own trial, run and summary
+        group = {o.number for o in _trained(fused) if o.user_attrs["group"] == t.user_attrs["group"]}
+        assert set(t.user_attrs["fused_with"]) == group - {t.number}
+        assert t.intermediate_values and t.user_attrs["metrics"]["val_loss"] == pytest.approx(t.value)
+        summary = yaml.safe_load(open(f"{t.user_attrs['run_dir']}/summary.json"))
+        config = yaml.safe_load(open(f"{t.user_attrs['run_dir']}/config.yaml"))
+        assert summary["fused"]["members"] == 4 and summary["name"] == f"trial-{t.number:04d}"
+        assert (config["seed"], config["lr"]) == (t.user_attrs["seed"], t.user_attrs["lr"])
+    a, f = _values(alone), _values(fused)
+    assert a.keys() == f.keys() and len(a) == 8
+    for key, value in a.items():
+        assert f[key] == pytest.approx(value, rel=2e-5), key
+
+
+def test_interrupted_fused_group_resumes_fused(tmp_path, monkeypatch):
+    import archsearch.search.fused_group as fused_group
+
+    path = _write(tmp_path, {**REP, "n_trials": 1, "replicates": {"seeds": 2, "fuse": "on"}})
+
+    def stop(cfgs, callbacks):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fused_group, "_train_fused_run", stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(path, runs_dir=tmp_path / "runs")
+    monkeypatch.undo()
+    result = run_sweep(path, runs_dir=tmp_path / "runs")
+    study = _study(result)
+    assert result.done
+    _check_groups(study, 1)
+    cut = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(cut) == 4 and all(t.user_attrs["status_reason"].startswith("interrupted") for t in cut)
+    retries = _trained(study)
+    assert {t.system_attrs["failed_trial"] for t in retries} == {t.number for t in cut}
+    assert all(len(t.user_attrs["fused_with"]) == 3 for t in retries)  # the retries trained fused again
+
+
+def _write(directory, space):
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "rep.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return path
