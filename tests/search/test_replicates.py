@@ -199,6 +199,17 @@ def test_grid_sweep_trains_every_rate_and_seed_of_each_architecture(tmp_path, ca
     assert "2 of 2 architectures finished, 4 runs each (8 runs complete, 0 pruned), 0 failed" in line, line
     err = capsys.readouterr().err
     assert "each architecture trains 4 runs" in err and "lr=0.003 seed=1" in err
+    # what archsearch report scores: architectures by arch, rates by lr, replicates by seed
+    from archsearch.viz import records_from_study
+    from archsearch.viz.analysis import architectures
+
+    rec = records_from_study(study)
+    archs = architectures(rec, rec.objective())
+    assert sorted(a.key for a in archs) == sorted(_by_arch(study))
+    for a in archs:
+        assert sorted(a.runs) == [1e-3, 3e-3] and not a.reused and not a.pruned
+        assert all(sorted(r.seed for r in runs) == [0, 1] for runs in a.runs.values())
+        assert a.score.n == 2 and a.best_lr in (1e-3, 3e-3)
 
 
 def test_tpe_reproposing_an_architecture_reuses_it_without_new_runs(tmp_path):
@@ -257,9 +268,10 @@ def test_interrupt_then_resume_trains_exactly_the_missing_runs(tmp_path, monkeyp
 
 
 @pytest.mark.slow
-def test_two_workers_share_the_runs_without_duplicates(tmp_path):
+@pytest.mark.parametrize("fuse", ["off", "on"])
+def test_two_workers_share_the_runs_without_duplicates(tmp_path, fuse):
     path = tmp_path / "rep.yaml"
-    path.write_text(yaml.safe_dump({**REP, "n_trials": 2}))
+    path.write_text(yaml.safe_dump({**REP, "n_trials": 2, "replicates": {"seeds": 2, "fuse": fuse}}))
     result = run_sweep(path, runs_dir=tmp_path / "runs", workers=2)
     study = _study(result)
     assert result.done
