@@ -153,9 +153,7 @@ class Unit:
 
     @property
     def holds_slot(self) -> bool:
-        """Counts toward ``n_trials`` or may still (see :func:`archsearch.search.twins.holds_slot`)."""
-        from archsearch.search.twins import holds_slot
-
+        """Counts toward ``n_trials`` or may still (see :func:`holds_slot`)."""
         return self.finished or any(holds_slot(t) for t in self.trials)
 
 
@@ -179,6 +177,15 @@ def failures_since(trials: Iterable[Any], since: datetime) -> int:
         kind(t) == "failed" and t.datetime_complete is not None and t.datetime_complete >= since
         for t in trials
     )
+
+
+def holds_slot(t: Any) -> bool:
+    """Counts toward ``n_trials`` or may still: finished and counted, running (not just waiting for a twin), or
+    queued as a retry."""
+    k = kind(t)
+    if k == "running":
+        return not t.user_attrs.get("waiting_for")
+    return k in ("complete", "pruned", "waiting")
 
 
 def counts_toward(trial: Any) -> bool:

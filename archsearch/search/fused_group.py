@@ -22,6 +22,27 @@ from archsearch.errors import ArchsearchError
 log = logging.getLogger("archsearch.search")
 
 
+def fusing(space: Any, cfg: Any) -> bool:
+    """Whether an architecture's runs train as one fused model: ``fuse: on``, or ``auto`` on CUDA; more than one run
+    per architecture; a pattern and device the engine can fuse."""
+    from archsearch.search.replicates import runs_per_architecture
+
+    rep = space.replicates
+    if rep is None or rep.fuse == "off" or runs_per_architecture(space) < 2:
+        return False
+    if rep.fuse == "auto" and not _cuda(cfg):
+        return False
+    return fusable(cfg)
+
+
+def _cuda(cfg: Any) -> bool:
+    if str(cfg.accelerator) not in ("auto", "gpu", "cuda"):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def fusable(cfg: Any) -> bool:
     """Whether the proxy engine can train this run's pattern fused (every layer type supported, one device)."""
     try:
@@ -93,8 +114,8 @@ def _settled(worker: Any, m: Any, root: int | None) -> Any:
     import optuna
     from optuna.trial import TrialState
 
+    from archsearch.search.outcome import TrialFailed
     from archsearch.search.twins import reuse
-    from archsearch.search.worker import TrialFailed
 
     try:
         member_run = worker.prepare(m, root)
@@ -115,12 +136,12 @@ def _train_fused(worker: Any, trial: Any, run: Any, ready: list[tuple[Any, Any]]
     from optuna.trial import TrialState
 
     from archsearch.search.objectives import prune_metric
-    from archsearch.search.worker import TrialFailed, _describe_crash, _reporter, record_curve
+    from archsearch.search.outcome import TrialFailed, describe_crash, record_curve, reporter
 
     space = worker.job.space
     trials = [trial, *(m for m, _ in ready)]
     runs = [run, *(r for _, r in ready)]
-    reporters = [_reporter(t, space, prune_metric(space)) for t in trials]
+    reporters = [reporter(t, space, prune_metric(space)) for t in trials]
     for t, r in zip(trials, runs, strict=True):
         t.set_user_attr("run_dir", str(r.cfg.run_dir()))
         t.set_user_attr("fused_with", [o.number for o in trials if o is not t])
@@ -135,7 +156,7 @@ def _train_fused(worker: Any, trial: Any, run: Any, ready: list[tuple[Any, Any]]
         log.warning(
             "%s fused trials %s raised:\n%s", worker.tag, [t.number for t in trials], traceback.format_exc()
         )
-        crash = _describe_crash(exc)
+        crash = describe_crash(exc)
     finally:
         for t, rep in zip(trials, reporters, strict=True):
             record_curve(t, rep)

@@ -74,14 +74,12 @@ def replicate_runs(space: Any) -> list[dict[str, Any]]:
 
 
 # ---- validation (the space file) --------------------------------------------------------------------------------
-def parse(value: Any, lr: Any, source: str, base_seed: int) -> Replicates | None:
+def parse(value: Any, lr: Any, source: str, base_seed: int, seed_range: tuple[int, int]) -> Replicates | None:
     """``replicates:`` and ``space.lr`` when it is ``{per_architecture: [...]}`` (None: neither given).
 
     Raises:
         ConfigError: naming the file and the key, e.g. ``replicates.seeds: expected a positive integer``.
     """
-    from archsearch.search.space import SEED_RANGE
-
     lrs = _lrs(lr, source) if lr is not None else None
     if value is None:
         return Replicates(lrs=lrs) if lrs is not None else None
@@ -96,7 +94,7 @@ def parse(value: Any, lr: Any, source: str, base_seed: int) -> Replicates | None
                 hint=did_you_mean(str(key), ("seeds", "fuse")),
             )  # fmt: skip
     seeds: int | tuple[int, ...] | None = None
-    low, high = SEED_RANGE
+    low, high = seed_range
     raw = value.get("seeds")
     key = "replicates.seeds"
     if raw is None:

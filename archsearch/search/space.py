@@ -348,7 +348,7 @@ def space_from_dict(data: Any, *, source: str = "search space", default_study: s
         dims = {k: val for k, val in dims.items() if k != "lr"}
         per_arch_lr = d["space"]["lr"]
     sp.space = v.dimensions(dims)
-    sp.replicates = replicates.parse(d.get("replicates"), per_arch_lr, source, sp.seed)
+    sp.replicates = replicates.parse(d.get("replicates"), per_arch_lr, source, sp.seed, SEED_RANGE)
     replicates.check_conflicts(sp)
     if d.get("analysis") is not None:
         from archsearch.stats import AnalysisRule

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from archsearch.search.accounting import kind
+from archsearch.search.accounting import holds_slot, kind  # noqa: F401 - holds_slot: imported from here too
 
 
 @dataclass(frozen=True)
@@ -46,15 +46,6 @@ def decide(trials: list[Any], number: int, setting: str, prio: tuple[int, int]) 
         if t.state.name == "RUNNING" and "setting" not in t.user_attrs and priority(t) < prio
     ]
     return Decision("wait") if unpublished else Decision("train")
-
-
-def holds_slot(t: Any) -> bool:
-    """Counts toward ``n_trials`` or may still: finished and counted, running (not just waiting for a twin), or
-    queued as a retry."""
-    k = kind(t)
-    if k == "running":
-        return not t.user_attrs.get("waiting_for")
-    return k in ("complete", "pruned", "waiting")
 
 
 def reuse(trial: Any, twin: Any) -> Any:

@@ -35,17 +35,22 @@ from archsearch.search.accounting import (  # noqa: F401 - SURPLUS is imported f
     count,
     failures_since,
     group_of,
+    holds_slot,
     interrupted_reason,
     kind,
     lost_reason,
     units,
 )
+from archsearch.search.fused_group import fusing, train_group
 from archsearch.search.liveness import quiet_experimental
 from archsearch.search.objectives import flat_metrics, objective_values, prune_metric
+from archsearch.search.outcome import TrialFailed, record_curve
+from archsearch.search.outcome import describe_crash as _describe_crash
+from archsearch.search.outcome import reporter as _reporter
 from archsearch.search.progress import progress_line, setup_logging, trial_head
 from archsearch.search.replicates import overrides, queue_siblings, run_of
 from archsearch.search.space import SearchSpace
-from archsearch.search.twins import decide, holds_slot, reuse
+from archsearch.search.twins import decide, reuse
 
 log = logging.getLogger("archsearch.search")
 
@@ -55,11 +60,6 @@ ORPHAN_EXIT_S = 60.0  # a worker whose sweep died and that has not stopped on SI
 DUPLICATE_STREAK = (
     50  # settings proposed in a row that had run already: the sampler is stuck, the space used up
 )
-
-
-class TrialFailed(Exception):
-    """Ends a trial as FAIL with ``reason`` (``study.optimize`` catches it; the reason is the trial's
-    ``status_reason``)."""
 
 
 class TakenOver(Exception):
@@ -306,8 +306,6 @@ class Worker:
                     self.tag, trial.number, len(queued), run.ident.arch,
                 )  # fmt: skip
         if fusing(space, run.cfg):
-            from archsearch.search.fused_group import train_group
-
             return train_group(self, trial, run)
         return self._train(trial, run.cfg, run.attrs)
 
@@ -459,33 +457,6 @@ class PreparedRun:
     ident: Any
 
 
-def fusing(space: SearchSpace, cfg: Any) -> bool:
-    """Whether an architecture's runs train as one fused model (:mod:`archsearch.search.fused_group`)."""
-    from archsearch.search.replicates import runs_per_architecture
-
-    rep = space.replicates
-    if rep is None or rep.fuse == "off" or runs_per_architecture(space) < 2:
-        return False
-    if rep.fuse == "auto" and not _cuda(cfg):
-        return False
-    from archsearch.search.fused_group import fusable
-
-    return fusable(cfg)
-
-
-def _cuda(cfg: Any) -> bool:
-    if str(cfg.accelerator) not in ("auto", "gpu", "cuda"):
-        return False
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def record_curve(trial: Any, reporter: Any) -> None:
-    if reporter.curve:
-        trial.set_user_attr("curve", {str(k): v for k, v in sorted(reporter.curve.items())})
-
-
 def _waiting_text(busy: list[Any]) -> str:
     shown = ", ".join(f"{t.number} ({t.user_attrs.get('worker', 'starting')})" for t in busy[:6])
     more = f" and {len(busy) - 6} more" if len(busy) > 6 else ""
@@ -493,14 +464,6 @@ def _waiting_text(busy: list[Any]) -> str:
         f"waiting: the remaining slots are taken by running trial(s) {shown}{more}; a trial that fails frees its "
         "slot, one whose worker died is failed after the grace period and retried"
     )
-
-
-def _reporter(trial: Any, space: SearchSpace, metric: str | None) -> Any:
-    """Reports ``metric`` by step (single objective; the NopPruner never prunes) and records a learning curve."""
-    from archsearch.search.pruning import TrialReporter
-
-    extra = ("val/loss", *(f"val/{t}/acc" for t in (space.tasks or {}) if t != "lm"))
-    return TrialReporter(trial, metric, report=metric is not None, extra=extra)
 
 
 def _train_run(cfg: Any, reporter: Any) -> dict[str, Any]:
@@ -536,13 +499,6 @@ def sharing_progress(study: Any, job: WorkerJob) -> list[str]:
 
 def _summary_costs(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: summary[k] for k in ("params", "non_embedding_params", "tokens_per_s") if k in summary}
-
-
-def _describe_crash(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    if "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError":
-        return f"out of memory: {text[:200]}"
-    return f"{type(exc).__name__}: {text[:300]}"
 
 
 def _main_thread() -> bool:
