@@ -53,6 +53,17 @@ def heartbeat_storage_class() -> type:
     from optuna.storages import RDBStorage
 
     class HeartbeatStorage(RDBStorage):
+        claim_lock: Any = None  # SQLite: a file that serialises taking queued trials across processes
+
+        def set_trial_state_values(self, trial_id: int, state: Any, values: Any = None) -> bool:
+            """Taking a WAITING trial (RUNNING) is atomic on PostgreSQL (a row lock) but not on SQLite, where two
+            workers could both take one queued trial (measured with replicates: both trained trial 3); there the
+            check and the write run under an exclusive lock on a file beside the database."""
+            if self.claim_lock is None or state.name != "RUNNING":
+                return super().set_trial_state_values(trial_id, state, values)
+            with file_lock(self.claim_lock):
+                return super().set_trial_state_values(trial_id, state, values)
+
         def record_heartbeat(self, trial_id: int) -> None:
             try:
                 super().record_heartbeat(trial_id)
@@ -60,6 +71,22 @@ def heartbeat_storage_class() -> type:
                 log.warning("heartbeat not recorded (%s: %s); trying again", type(exc).__name__, exc)
 
     return HeartbeatStorage
+
+
+@contextmanager
+def file_lock(path: Any) -> Iterator[None]:
+    """An exclusive inter-process lock on ``path`` (created if absent); a no-op where fcntl is missing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class _RetryStale:

@@ -214,7 +214,10 @@ def make_storage(
         for attempt in range(SCHEMA_ATTEMPTS):
             try:
                 with quiet_experimental():
-                    return (cls or RDBStorage)(url, **kwargs)
+                    storage = (cls or RDBStorage)(url, **kwargs)
+                if cls is not None and path is not None:
+                    storage.claim_lock = path.with_name(path.name + ".claims.lock")
+                return storage
             except Exception as exc:
                 # two sweeps starting at once on a new database both create Optuna's tables; the slower one finds
                 # them half made ("already exists"): once the other is done, opening again succeeds
