@@ -20,6 +20,7 @@ from typing import Any
 from archsearch.errors import ArchsearchError
 
 log = logging.getLogger("archsearch.search")
+_SAID: set[str] = set()  # patterns this process said it trains unfused
 
 
 def fusing(space: Any, cfg: Any) -> bool:
@@ -52,7 +53,9 @@ def fusable(cfg: Any) -> bool:
     try:
         check_fusable(cfg.pattern)
     except ArchsearchError as exc:
-        log.info("[sweep] %s trains unfused: %s", cfg.pattern, exc.render().splitlines()[0])
+        if cfg.pattern not in _SAID:
+            _SAID.add(cfg.pattern)
+            log.info("[sweep] %s trains unfused: %s", cfg.pattern, exc.render().splitlines()[0])
         return False
     return str(cfg.devices) in ("1", "auto") and cfg.strategy in ("auto", "single")
 

@@ -48,7 +48,7 @@ from archsearch.search.outcome import TrialFailed, record_curve
 from archsearch.search.outcome import describe_crash as _describe_crash
 from archsearch.search.outcome import reporter as _reporter
 from archsearch.search.progress import progress_line, setup_logging, trial_head
-from archsearch.search.replicates import overrides, queue_siblings, run_of
+from archsearch.search.replicates import overrides, queue_siblings, run_of, runs_per_architecture
 from archsearch.search.space import SearchSpace
 from archsearch.search.twins import decide, reuse
 
@@ -127,8 +127,6 @@ def worker_main(job: WorkerJob) -> int:
 
 def verdict(trials: list[Any], job: WorkerJob, *, duplicate_streak: int = 0) -> str | None:
     """Why the sweep must stop now (None: it goes on). Shared by the workers and the sweep's final report."""
-    from archsearch.search.replicates import runs_per_architecture
-
     c = count(trials, runs_per_architecture(job.space))
     if c.finished >= job.n_trials:
         return "done"

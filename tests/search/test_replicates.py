@@ -374,3 +374,22 @@ def test_two_processes_never_take_one_queued_trial_on_sqlite(tmp_path):
     for p in procs:
         p.join(60)
     assert not set(a) & set(b) and len(a) + len(b) == 300
+
+
+def test_which_groups_train_fused():
+    from types import SimpleNamespace
+
+    from archsearch.search.fused_group import fusing
+
+    def cfg(pattern="M*-M", accelerator="cpu"):
+        return SimpleNamespace(pattern=pattern, accelerator=accelerator, devices=1, strategy="auto")
+
+    def space(fuse, seeds=2):
+        return space_from_dict({**REP, "replicates": {"seeds": seeds, "fuse": fuse}}, source="s")
+
+    assert fusing(space("on"), cfg())
+    assert not fusing(space("on"), cfg("M+-M"))  # MLA: the engine does not fuse it, the runs train alone
+    assert not fusing(space("off"), cfg())
+    assert not fusing(space("auto"), cfg())  # auto fuses on CUDA only
+    one_run = space_from_dict({**TINY, "replicates": {"seeds": 1, "fuse": "on"}}, source="s")
+    assert not fusing(one_run, cfg())
