@@ -139,9 +139,14 @@ class Watch:
         for t in trials:
             if t.state.name != "RUNNING" or "worker" in t.user_attrs or t.number in self._seen:
                 continue
-            self._seen.add(t.number)
             try:
                 tid = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, t.number)
+                # ``trials`` may be a second old: its worker may have signed it since (under load, the reason of a
+                # live trial was overwritten), so ask the storage again
+                now = self.storage.get_trial(tid)
+                if now.state.name != "RUNNING" or "worker" in now.user_attrs:
+                    continue
+                self._seen.add(t.number)
                 self.storage.record_heartbeat(tid)
                 self.storage.set_trial_user_attr(tid, "status_reason", LOST_BEFORE_HEARTBEAT)
             except (optuna.exceptions.UpdateFinishedTrialError, KeyError):

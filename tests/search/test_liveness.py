@@ -84,3 +84,20 @@ def test_heartbeat_retries_are_capped(tmp_path):
     study.tell(second, state=TrialState.FAIL)
     retry(study, study.trials[1])  # a second retry of the same trial is refused
     assert [x.state for x in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+
+
+def test_orphans_are_marked_from_the_storage_not_from_a_stale_list(tmp_path):
+    """A RUNNING trial without ``worker`` in an old snapshot, signed by its worker since, is alive: left alone; one
+    still unsigned in the storage is an orphan: one beat and its reason."""
+    from archsearch.search.accounting import LOST_BEFORE_HEARTBEAT
+    from archsearch.search.liveness import Watch
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    study = optuna.create_study(study_name="s", storage=storage)
+    alive, orphan = study.ask(), study.ask()
+    snapshot = study.get_trials(deepcopy=True)  # taken before the first worker signs its trial
+    alive.set_user_attr("worker", "w0")
+    Watch(storage, storage.get_study_id_from_name("s")).mark_orphans(snapshot)
+    after = {t.number: t for t in study.get_trials(deepcopy=False)}
+    assert "status_reason" not in after[alive.number].user_attrs
+    assert after[orphan.number].user_attrs["status_reason"] == LOST_BEFORE_HEARTBEAT
