@@ -23,7 +23,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "archsearch"
 # Pipeline order: a subpackage may import itself and the ones before it. The top-level package (its version) and
 # errors.py come first; __main__ last, with the CLI.
 LAYERS = [
-    ["archsearch", "errors", "yamlfile", "config_load"],  # yamlfile: bounded YAML reading; config_load: the loader
+    # yamlfile: bounded YAML reading; config_load: the loader
+    ["archsearch", "errors", "yamlfile", "config_load"],
     ["stats"],  # statistics of replicates: NumPy only, read by search/ (analysis:) and viz/
     ["pattern"],
     ["layers"],
@@ -37,20 +38,6 @@ LAYERS = [
     ["export"],
     ["cli", "__main__"],
 ]
-
-# Module cycles left for the helper that reworks search/ (issue 22, item 3): remove an entry once it is broken.
-KNOWN_CYCLES = [
-    {
-        "archsearch.search.space",
-        "archsearch.search.space_rules",
-        "archsearch.search.space_validate",
-        "archsearch.search.suggest",
-    },
-]
-
-
-# Imports of another subpackage's private module left for the CLI's owner: remove an entry once it is gone.
-KNOWN_PRIVATE_IMPORTS = {("archsearch.cli.plot_cmd", "archsearch.viz._records")}
 
 
 def module_names() -> dict[str, Path]:
@@ -183,16 +170,12 @@ def test_no_subpackage_imports_anothers_private_module():
         for b in targets
         if subpackage(a) != subpackage(b) and b.rpartition(".")[2].startswith("_")
     }
-    assert private - KNOWN_PRIVATE_IMPORTS == set(), "import the public API instead"
-    assert KNOWN_PRIVATE_IMPORTS <= private, "these are gone now, drop them from KNOWN_PRIVATE_IMPORTS"
+    assert not private, f"import the public API instead: {sorted(private)}"
 
 
 def test_no_module_import_cycles():
-    found = cycles(import_graph())
-    unexpected = [sorted(c) for c in found if c not in KNOWN_CYCLES]
-    assert not unexpected, f"import cycles: {unexpected}"
-    gone = [sorted(c) for c in KNOWN_CYCLES if c not in found]
-    assert not gone, f"these cycles are broken now, drop them from KNOWN_CYCLES: {gone}"
+    found = [sorted(c) for c in cycles(import_graph())]
+    assert not found, f"import cycles: {found}"
 
 
 @pytest.mark.parametrize(

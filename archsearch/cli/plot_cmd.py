@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     from archsearch.cli.checks import in_range, output_dir, study_name
     from archsearch.errors import ConfigError
-    from archsearch.viz._records import load_study, records_from_study
+    from archsearch.viz import load_study, records_from_study
     from archsearch.viz.render import render_figures
 
     if args.top_k < 1:

@@ -167,7 +167,7 @@ def replan(records: StudyRecords, trial: TrialRecord) -> ExportSource:
         raise StudyError(f"study {records.name!r} records no search space")
     import optuna
 
-    from archsearch.search.space import space_from_dict
+    from archsearch.search.space_load import space_from_dict
     from archsearch.search.suggest import plan_trial
 
     space = space_from_dict(records.space, source=records.space_file or f"study {records.name}")

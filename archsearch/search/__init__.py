@@ -4,7 +4,8 @@
 """
 
 from archsearch.search.results import SweepResult, format_result
-from archsearch.search.space import Dimension, Objective, SearchSpace, load_space, space_from_dict
+from archsearch.search.space import Dimension, Objective, SearchSpace
+from archsearch.search.space_load import load_space, space_from_dict
 from archsearch.search.study import make_storage, storage_url_for
 from archsearch.search.sweep import run_sweep
 

@@ -121,7 +121,7 @@ def load_result(study_dir: str | Path, study_name: str | None = None) -> SweepRe
     """The summary of an existing study directory (no training)."""
     import optuna
 
-    from archsearch.search.space import space_from_dict
+    from archsearch.search.space_load import space_from_dict
     from archsearch.search.study import make_storage, storage_url_for
 
     study_dir = Path(study_dir)

@@ -28,7 +28,8 @@ from archsearch.search.progress import duration, setup_logging
 from archsearch.search.replicates import runs_per_architecture
 from archsearch.search.results import SweepResult, load_result, summarize  # noqa: F401 - load_result: public here too
 from archsearch.search.sharing import FLAG, Card, assign_devices, check_workers_per_gpu, plan_sharing
-from archsearch.search.space import SEED_RANGE, SearchSpace, load_space
+from archsearch.search.space import SEED_RANGE, SearchSpace
+from archsearch.search.space_load import load_space
 from archsearch.search.worker import WorkerJob, quiet_optuna, verdict, worker_main
 
 log = logging.getLogger("archsearch.search")

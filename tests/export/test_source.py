@@ -8,7 +8,7 @@ import yaml
 
 from archsearch.errors import ConfigError, StudyError
 from archsearch.export import load_source, read_run_config
-from archsearch.search.space import load_space
+from archsearch.search.space_load import load_space
 from archsearch.search.suggest import plan_trial
 from tests.viz.synthetic_study import make_grid_study, write_run_config
 
@@ -117,7 +117,7 @@ def test_a_trial_exports_the_config_the_sweep_stored(tmp_path: Path, monkeypatch
     """A trial with a stored config is exported from it: no run directory, no re-planning (no allocation and no
     budget fit); a trial of an older sweep, without one, still falls back to re-planning."""
     from archsearch.export import source as source_mod
-    from archsearch.search.space import load_space
+    from archsearch.search.space_load import load_space
     from archsearch.search.suggest import plan_trial, stored_config, trial_config
 
     root = Path(__file__).parents[2]

@@ -252,7 +252,7 @@ def test_max_failures_is_a_short_sweep_with_counts(write_space, tmp_path, capsys
 def test_space_yaml_is_valid_for_the_helpers(tmp_path):
     # the WIDE space really has 12 distinct settings (so the two-command tests can finish 6 distinct ones)
     from archsearch.search.identity import enumerate_settings
-    from archsearch.search.space import load_space
+    from archsearch.search.space_load import load_space
 
     path = tmp_path / "wide.yaml"
     path.write_text(yaml.safe_dump({**TINY, "space": WIDE}))

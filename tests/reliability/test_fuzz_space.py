@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from archsearch.errors import ConfigError
-from archsearch.search.space import DIM_KEYS, SearchSpace, known_dims, load_space, space_from_dict
+from archsearch.search.space import DIM_KEYS, SearchSpace, known_dims
+from archsearch.search.space_load import load_space, space_from_dict
 from tests.reliability.helpers import TINY
 
 FUZZ = settings(

@@ -103,7 +103,7 @@ EVIL_YAML = "lr: 0.001\nnote: !!python/object/apply:builtins.open ['{marker}', '
 
 
 def test_python_object_yaml_tags_are_config_errors(tmp_path, capsys):
-    from archsearch.search.space import load_space
+    from archsearch.search.space_load import load_space
 
     marker = tmp_path / "PWNED"
     evil = tmp_path / "evil.yaml"

@@ -8,7 +8,8 @@ import optuna
 import pytest
 
 from archsearch.search.identity import enumerate_settings, identify, setting_of
-from archsearch.search.space import Dimension, load_space
+from archsearch.search.space import Dimension
+from archsearch.search.space_load import load_space
 from archsearch.search.suggest import plan_trial, trial_config
 
 from .conftest import TINY

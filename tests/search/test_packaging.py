@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from archsearch.errors import ConfigError
-from archsearch.search.space import resolve_space_path, shipped_space_names
+from archsearch.search.space_load import resolve_space_path, shipped_space_names
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,7 +42,9 @@ def test_the_wheel_ships_the_spaces_and_finds_them(tmp_path):
     assert sorted(Path(n).name for n in names if n.startswith("archsearch/search_spaces/")) == shipped
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    probe = "from archsearch.search.space import resolve_space_path; print(resolve_space_path('quickstart'))"
+    probe = (
+        "from archsearch.search.space_load import resolve_space_path; print(resolve_space_path('quickstart'))"
+    )
     found = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
                            env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, timeout=120)  # fmt: skip
     assert found.returncode == 0, found.stderr

@@ -15,7 +15,7 @@ from archsearch.errors import ConfigError
 from archsearch.search import run_sweep
 from archsearch.search.identity import enumerate_architectures, enumerate_settings
 from archsearch.search.replicates import Replicates, replicate_runs, runs_per_architecture
-from archsearch.search.space import load_space, space_from_dict
+from archsearch.search.space_load import load_space, space_from_dict
 from archsearch.search.study import make_storage
 
 from .conftest import TINY

@@ -29,7 +29,7 @@ from archsearch.search.sharing import (
     largest_plan_bytes,
     per_worker_bytes,
 )
-from archsearch.search.space import space_from_dict
+from archsearch.search.space_load import space_from_dict
 
 from .conftest import TINY
 

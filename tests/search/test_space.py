@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from archsearch.errors import ConfigError
-from archsearch.search.space import load_space, space_from_dict
+from archsearch.search.space_load import load_space, space_from_dict
 from archsearch.search.study import grid_size
 
 SHIPPED = sorted((Path(__file__).resolve().parents[2] / "search_spaces").glob("*.yaml"))

@@ -7,7 +7,7 @@ import pytest
 
 from archsearch.errors import ConfigError
 from archsearch.search.cost_attrs import trial_attrs
-from archsearch.search.space import load_space, space_from_dict
+from archsearch.search.space_load import load_space, space_from_dict
 from archsearch.search.suggest import corner_budget_spread, plan_trial
 from archsearch.stats import AnalysisRule
 from tests.search.conftest import TINY

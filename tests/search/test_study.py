@@ -6,7 +6,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from archsearch.search.space import load_space
+from archsearch.search.space_load import load_space
 from archsearch.search.study import make_sampler, trial_seed
 
 from .conftest import TINY

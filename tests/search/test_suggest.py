@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from archsearch.model.presets import get_preset
-from archsearch.search.space import space_from_dict
+from archsearch.search.space_load import space_from_dict
 from archsearch.search.suggest import plan_trial, stored_config, trial_config
 from archsearch.train.config import TrainConfig
 from archsearch.train.resolve import resolve_model_config
