@@ -46,6 +46,27 @@ def space_writer(directory: Path, base: dict) -> Callable[..., Path]:
     return write
 
 
+def check_bad_space(
+    write_space: Callable[..., Path], overrides: dict, key: str, words: str, hint: str | None
+) -> None:
+    """A space file with ``overrides`` fails to load with one ConfigError line naming the file, ``key`` and ``words``
+    (and ``hint`` when given)."""
+    from archsearch.errors import ConfigError
+    from archsearch.search.space_load import load_space
+
+    path = write_space(**overrides)
+    with pytest.raises(ConfigError) as info:
+        load_space(path)
+    err = info.value
+    assert err.source == str(path)
+    assert err.key == key, str(err)
+    assert words in err.message, str(err)
+    if hint is not None:
+        assert err.hint == hint
+    line = err.render()
+    assert "\n" not in line and line.startswith(f"{path}: {key}: ")
+
+
 @pytest.fixture
 def write_space(tmp_path):
     """write_space(**overrides) -> path of a YAML space file: TINY with top-level keys replaced."""

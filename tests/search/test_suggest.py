@@ -7,8 +7,10 @@ import json
 import optuna
 import pytest
 
+from archsearch.errors import ConfigError
 from archsearch.model.presets import get_preset
-from archsearch.search.space_load import space_from_dict
+from archsearch.search.cost_attrs import trial_attrs
+from archsearch.search.space_load import load_space, space_from_dict
 from archsearch.search.suggest import plan_trial, stored_config, trial_config
 from archsearch.train.config import TrainConfig
 from archsearch.train.resolve import resolve_model_config
@@ -65,3 +67,21 @@ def test_a_bad_training_value_names_the_space_and_trial():
     plan.train["lr"] = -1.0
     with pytest.raises(Exception, match=r"tiny\.yaml \(trial-0001\): lr: must be positive"):
         trial_config(plan, space, name="trial-0001", runs_dir="runs")
+
+
+MLP_OPTIONAL = {**TINY["space"], "budget": 100_000}  # mlp 0.0 or 0.5
+
+
+def test_a_space_that_cannot_meet_the_budget_says_so_up_front(write_space):
+    path = write_space(space=MLP_OPTIONAL)
+    with pytest.raises(ConfigError) as err:
+        load_space(path)
+    text = err.value.render()
+    assert text.startswith(f"{path}: space.budget: iso-parameter sizing misses the budget by more than 0.50%")
+    assert "(M**M) has 109,744 parameters against 100,000 (+9.74%)" in text
+    assert "budget_tolerance: 0.098" in text and "\n" not in text
+    relaxed = load_space(write_space(space=MLP_OPTIONAL, budget_tolerance=0.1))
+    assert relaxed.budget_tolerance == 0.1
+    # relaxing accepts the MLP-free corners without loosening the others: those still land within 0.5%
+    plan = plan_trial(optuna.trial.FixedTrial({"attention": 0.5, "mlp": 0.5}), relaxed)
+    assert abs(trial_attrs(plan, relaxed)["budget_deviation"]) <= 0.005
