@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -80,3 +82,33 @@ def postgres_url():
         pytest.skip(reason)
     with postgres.private_cluster() as url:
         yield url
+
+
+# A fake nvidia-smi on PATH (the GPU-usage sampler's tests and a sweep over two pretended GPUs).
+FAKE_SMI = """#!/bin/sh
+# a fake nvidia-smi: two GPUs whose utilisation and memory come from $FAKE_SMI_STATE (one "util used" pair a call)
+echo "$@" >> "$FAKE_SMI_STATE.args"
+n=$(cat "$FAKE_SMI_STATE.n" 2>/dev/null || echo 0)
+echo $((n + 1)) > "$FAKE_SMI_STATE.n"
+line=$(sed -n "$((n + 1))p" "$FAKE_SMI_STATE")
+set -- $line
+echo "GPU-aaaa, NVIDIA H200, $1, $2, 143771"
+echo "GPU-bbbb, NVIDIA H200, [N/A], 10, 143771"
+"""
+
+
+@pytest.fixture
+def fake_smi(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "nvidia-smi"
+    exe.write_text(FAKE_SMI)
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    state = tmp_path / "smi_state"
+    state.write_text("50 2048\n90 4096\n70 1024\n" + "60 1024\n" * 200)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SMI_STATE", str(state))
+    monkeypatch.setitem(
+        __import__("sys").modules, "pynvml", None
+    )  # NVML is not installed: nvidia-smi is used
+    return state
