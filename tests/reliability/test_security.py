@@ -1,5 +1,5 @@
-"""Security: checkpoints never unpickle objects, YAML never constructs Python objects, the dashboard binds loopback,
-and database passwords never reach logs, run files, storage.txt or reports."""
+"""Security: checkpoints never unpickle objects, YAML never constructs Python objects, and database passwords never
+reach logs, run files, storage.txt or reports (the dashboard's loopback binding: tests/search/test_dashboard.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import archsearch
-from archsearch.cli import build_parser, main
+from archsearch.cli import main
 from archsearch.errors import ConfigError, StudyError
-from archsearch.search.study import make_storage, redact_url, scrub
+from archsearch.search.study import make_storage
 from archsearch.train.checkpoint_io import AtomicCheckpointIO
 from archsearch.train.config import TrainConfig
 from archsearch.train.run import train
@@ -119,40 +119,7 @@ def test_python_object_yaml_tags_are_config_errors(tmp_path, capsys):
     assert not marker.exists()
 
 
-# ---- dashboard --------------------------------------------------------------------------------------------------
-def test_dashboard_binds_loopback_unless_told(tmp_path):
-    pytest.importorskip("optuna_dashboard")
-    from archsearch.search.dashboard import make_dashboard_server
-
-    study_dir = tmp_path / "runs" / "s"
-    study_dir.mkdir(parents=True)
-    optuna.create_study(study_name="s", storage=f"sqlite:///{study_dir / 'study.db'}")
-    assert build_parser().parse_args(["dashboard", str(study_dir)]).host == "127.0.0.1"
-    server, url = make_dashboard_server(str(study_dir), port=0)
-    try:
-        assert server.server_address[0] == "127.0.0.1" and url.startswith("http://127.0.0.1:")
-    finally:
-        server.server_close()
-
-
-# ---- passwords --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("url", "shown", "kept"),
-    [
-        ("postgresql+psycopg2://u:hunter2@h:5432/db", "postgresql+psycopg2://u:***@h:5432/db", "postgresql+psycopg2://u@h:5432/db"),
-        ("postgresql://u:p@ss:w/rd@h/db", "postgresql://u:***@h/db", "postgresql://u@h/db"),
-        ("postgresql://u@h/db?sslmode=require&password=hunter2", "postgresql://u@h/db?sslmode=require&password=***",
-         "postgresql://u@h/db?sslmode=require"),
-        ("postgresql://u@h/db?password=hunter2&sslmode=require", "postgresql://u@h/db?password=***&sslmode=require",
-         "postgresql://u@h/db?sslmode=require"),
-        ("sqlite:////tmp/a:b@c/study.db", "sqlite:////tmp/a:b@c/study.db", "sqlite:////tmp/a:b@c/study.db"),
-    ],
-)  # fmt: skip
-def test_redact_url(url, shown, kept):
-    assert redact_url(url) == shown and redact_url(url, mask=None) == kept
-    assert "hunter2" not in scrub(f"host {url} failed", url) and "ss:w/rd" not in scrub(url, url)
-
-
+# ---- passwords (redact_url itself: tests/search/test_storage.py) --------------------------------------------
 def test_storage_errors_never_show_the_password():
     for url in (f"postgresql+psycopg2://u:{SECRET}@127.0.0.1:notaport/db",
                 f"postgresql+psycopg2://u:{SECRET}@127.0.0.1:1/db",
