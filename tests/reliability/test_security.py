@@ -1,5 +1,6 @@
-"""Security: checkpoints never unpickle objects, YAML never constructs Python objects, and database passwords never
-reach logs, run files, storage.txt or reports (the dashboard's loopback binding: tests/search/test_dashboard.py)."""
+"""Security: checkpoints never unpickle objects, YAML never constructs Python objects, and database passwords
+never reach logs, run files, storage.txt or reports (the dashboard's loopback binding:
+tests/search/test_dashboard.py)."""
 
 from __future__ import annotations
 
@@ -119,7 +120,7 @@ def test_python_object_yaml_tags_are_config_errors(tmp_path, capsys):
     assert not marker.exists()
 
 
-# ---- passwords (redact_url itself: tests/search/test_storage.py) --------------------------------------------
+# ---- passwords (redact_url itself: tests/search/test_storage.py) -------------------------------------------
 def test_storage_errors_never_show_the_password():
     for url in (f"postgresql+psycopg2://u:{SECRET}@127.0.0.1:notaport/db",
                 f"postgresql+psycopg2://u:{SECRET}@127.0.0.1:1/db",

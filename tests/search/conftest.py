@@ -51,8 +51,8 @@ def space_writer(directory: Path, base: dict) -> Callable[..., Path]:
 def check_bad_space(
     write_space: Callable[..., Path], overrides: dict, key: str, words: str, hint: str | None
 ) -> None:
-    """A space file with ``overrides`` fails to load with one ConfigError line naming the file, ``key`` and ``words``
-    (and ``hint`` when given)."""
+    """A space file with ``overrides`` fails to load with one ConfigError line naming the file, ``key`` and
+    ``words`` (and ``hint`` when given)."""
     from archsearch.errors import ConfigError
     from archsearch.search.space_load import load_space
 
