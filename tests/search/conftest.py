@@ -36,6 +36,21 @@ TINY = {
 }
 
 
+# two architectures (no attention, half attention) x 2 learning rates x 2 seeds; every run trains to the end
+REP = {
+    **TINY,
+    "n_trials": 2,
+    "sampler": "grid",
+    "pruner": "none",
+    "replicates": {"seeds": 2},
+    "space": {
+        "layers": 4,
+        "attention": {"type": "categorical", "choices": [0.0, 0.5]},
+        "lr": {"per_architecture": [1e-3, 3e-3]},
+    },
+}
+
+
 def space_writer(directory: Path, base: dict) -> Callable[..., Path]:
     """``write(name="tiny", **overrides)`` -> path of a YAML space file in ``directory``: ``base`` with top-level keys
     replaced."""

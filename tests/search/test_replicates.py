@@ -18,21 +18,8 @@ from archsearch.search.replicates import Replicates, replicate_runs, runs_per_ar
 from archsearch.search.space_load import load_space, space_from_dict
 from archsearch.search.study import make_storage
 
-from .conftest import TINY
+from .conftest import REP, TINY
 
-# two architectures (no attention, half attention) x 2 learning rates x 2 seeds; every run trains to the end
-REP = {
-    **TINY,
-    "n_trials": 2,
-    "sampler": "grid",
-    "pruner": "none",
-    "replicates": {"seeds": 2},
-    "space": {
-        "layers": 4,
-        "attention": {"type": "categorical", "choices": [0.0, 0.5]},
-        "lr": {"per_architecture": [1e-3, 3e-3]},
-    },
-}
 RUNS = {(1e-3, 0), (1e-3, 1), (3e-3, 0), (3e-3, 1)}
 
 
@@ -341,55 +328,3 @@ def _write(directory, space):
     path = directory / "rep.yaml"
     path.write_text(yaml.safe_dump(space))
     return path
-
-
-def _claim_all(url, queue):
-    from archsearch.search.study import make_storage
-
-    storage = make_storage(url)
-    sid = storage.get_study_id_from_name("claims")
-    got = []
-    for t in storage.get_all_trials(sid, deepcopy=False, states=(TrialState.WAITING,)):
-        tid = storage.get_trial_id_from_study_id_trial_number(sid, t.number)
-        if storage.set_trial_state_values(tid, TrialState.RUNNING):
-            got.append(t.number)
-    queue.put(got)
-
-
-def test_two_processes_never_take_one_queued_trial_on_sqlite(tmp_path):
-    """Optuna's WAITING -> RUNNING is a check then a write, atomic under PostgreSQL's row lock but not on SQLite
-    (measured without the lock: 5 of 300 queued trials taken by both processes); the sweep's storage locks it."""
-    import multiprocessing as mp
-
-    url = f"sqlite:///{tmp_path / 'claims.db'}"
-    study = optuna.create_study(study_name="claims", storage=make_storage(url, heartbeat=False))
-    for i in range(300):
-        study.enqueue_trial({"x": i})
-    ctx = mp.get_context("fork")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_claim_all, args=(url, queue)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    a, b = queue.get(timeout=120), queue.get(timeout=120)
-    for p in procs:
-        p.join(60)
-    assert not set(a) & set(b) and len(a) + len(b) == 300
-
-
-def test_which_groups_train_fused():
-    from types import SimpleNamespace
-
-    from archsearch.search.fused_group import fusing
-
-    def cfg(pattern="M*-M", accelerator="cpu"):
-        return SimpleNamespace(pattern=pattern, accelerator=accelerator, devices=1, strategy="auto")
-
-    def space(fuse, seeds=2):
-        return space_from_dict({**REP, "replicates": {"seeds": seeds, "fuse": fuse}}, source="s")
-
-    assert fusing(space("on"), cfg())
-    assert not fusing(space("on"), cfg("M+-M"))  # MLA: the engine does not fuse it, the runs train alone
-    assert not fusing(space("off"), cfg())
-    assert not fusing(space("auto"), cfg())  # auto fuses on CUDA only
-    one_run = space_from_dict({**TINY, "replicates": {"seeds": 1, "fuse": "on"}}, source="s")
-    assert not fusing(one_run, cfg())
