@@ -90,15 +90,12 @@ def mqar_baselines(
     chance = mqar_chance(rec)
     if chance is not None:
         return chance, {n: book_guess(n, round(1 / chance)) for n in levels}
-    from archsearch.viz.recall import held_out_task
+    from archsearch.viz.recall import held_out_task, task_baselines
 
-    built = held_out_task(rec, task)
-    if built is None:
+    chance, book = task_baselines(held_out_task(rec, task), levels)
+    if chance is None or set(book) != set(levels):
         return None
-    per = {n: built.baselines(n) for n in levels}
-    if not all("chance" in b and "book" in b for b in per.values()):
-        return None
-    return per[levels[0]]["chance"], {n: b["book"] for n, b in per.items()}
+    return chance, book
 
 
 def book_guess(pairs: int, values: int) -> float:

@@ -125,7 +125,7 @@ def score_architectures(rec: StudyRecords, metric: str, context: int) -> list[Ar
     return sorted(out, key=lambda s: (s.state_bytes or 0.0, s.label))
 
 
-def _baselines(task: Any, levels: list[int]) -> tuple[float | None, dict[int, float]]:
+def task_baselines(task: Any, levels: list[int]) -> tuple[float | None, dict[int, float]]:
     """(chance, book guessing per level) from the task, or (None, {}) when it has none."""
     if task is None or not levels:
         return None, {}
@@ -236,7 +236,7 @@ def plot_recall_state(
                 capsize=3, markersize=6, label=_label(s), zorder=3,
             )  # fmt: skip
     levels = sorted({n for s in scores for n in s.levels})
-    chance, book = _baselines(task, levels)
+    chance, book = task_baselines(task, levels)
     _draw_baselines(ax, chance, _overall_book(book), [])
     ax.set_xscale("log", base=2)
     ticks = sorted({s.state_bytes for s in scores if s.state_bytes})
@@ -288,7 +288,7 @@ def plot_recall_pairs(
             ax.fill_between(xs, [lo for lo, _ in ends], [hi for _, hi in ends], color=color, alpha=0.15, lw=0,
                             zorder=2)  # fmt: skip
     xs = sorted({n for s in scores for n in s.levels})
-    chance, book = _baselines(task, xs)
+    chance, book = task_baselines(task, xs)
     _draw_baselines(ax, chance, [book[n] for n in xs] if book else None, xs)
     if all(x > 0 and x & (x - 1) == 0 for x in xs) and len(xs) > 1:
         ax.set_xscale("log", base=2)
