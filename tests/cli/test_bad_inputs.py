@@ -13,19 +13,10 @@ import pytest
 import yaml
 
 from archsearch.cli import main
+from tests.cli.test_sweep_cmd import TINY
 from tests.viz.synthetic_study import make_placement_study
 
-SPACE = {
-    "preset": "toy",
-    "seq_len": 32,
-    "batch_size": 2,
-    "steps": 4,
-    "val_every": 2,
-    "val_batches": 1,
-    "train": {"checkpoint": False},
-    "n_trials": 2,
-    "space": {"layers": 4, "attention": {"type": "categorical", "choices": [0.0, 0.25]}},
-}
+SPACE = TINY  # the smallest sweep the CLI tests train
 
 
 def run(argv: list[str]) -> tuple[int, str]:
